@@ -18,10 +18,11 @@ class DatabaseError(StarError):
 class IngestError(StarError):
     """An input file of `star seed --from DIR` is malformed. Nothing has been written."""
 
-    def __init__(self, *, file: str, problem: str, fix: str, row: int | None = None, column: str | None = None):
+    def __init__(self, *, file: str, problem: str, fix: str, row: int | None = None, line: int | None = None,
+                 column: str | None = None):
         where = file
         if row is not None:
-            where += f", row {row}"
+            where += f", row {row}" + (f" (line {line})" if line is not None else "")
         if column is not None:
             where += f", column '{column}'"
         super().__init__(f"{where}: {problem}. Fix: {fix}")

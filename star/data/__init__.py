@@ -1,0 +1,1 @@
+"""Marketplace data: the input format, its validation, and the synthetic marketplace on real taxonomies."""

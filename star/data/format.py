@@ -1,0 +1,326 @@
+"""The marketplace input format (docs/data-format.md): reading a directory and validating it.
+
+    DIR/members.*  DIR/jobs.*  DIR/texts.*  DIR/edges.*  [DIR/nodes.*]  [DIR/truth.*]     (.csv, .csv.gz, .parquet)
+        -> read_dir() -> validate() -> Marketplace (clean, typed frames) -> star.store.marketplace.write()
+
+Every problem raises IngestError naming the file, row, column and fix; nothing is written before validation passes.
+Rows are numbered from 1 for the first data row (in a CSV file that is line 2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from star.errors import IngestError
+
+ENTITIES = ("member", "job")
+ID_COLUMN = {"member": "member_id", "job": "job_id"}
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# Column names the feature views use themselves; a categorical column may not take them.
+RESERVED = {"member_id", "job_id", "valid_from", "event_timestamp", "created", "entity", "entity_id"}
+EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # "valid since the beginning"
+KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Marketplace:
+    """Validated marketplace frames, ready to write. Timestamps are UTC."""
+
+    members: pd.DataFrame = field(metadata={"help": "member_id, valid_from, categorical columns (str or None)"})
+    jobs: pd.DataFrame = field(metadata={"help": "job_id, valid_from, categorical columns"})
+    texts: pd.DataFrame = field(metadata={"help": "entity, entity_id, valid_from, text"})
+    attribute_edges: pd.DataFrame = field(
+        metadata={"help": "entity, entity_id, relation, node_type, node_id, event_timestamp"})
+    interactions: pd.DataFrame = field(metadata={"help": "member_id, job_id, relation, event_timestamp"})
+    nodes: pd.DataFrame = field(metadata={"help": "node_type, node_id, label"})
+    truth: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One input kind read from its file(s), with where each row came from."""
+
+    df: pd.DataFrame
+    files: list[str]
+    source: np.ndarray  # index into files per row
+    rows: np.ndarray  # 1-based data row within its file
+
+    def where(self, i: int) -> tuple[str, int]:
+        return self.files[self.source[i]], int(self.rows[i])
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    try:
+        if path.name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:
+        raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
+                          fix="write it as CSV with a header row or as Parquet") from exc
+
+
+def read_dir(directory: str | Path) -> dict[str, _Frame]:
+    """Read every input file of a directory, concatenating several files of one kind (members.csv, members-2.csv)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise IngestError(file=str(directory), problem="is not a directory",
+                          fix="pass the directory holding members.*, jobs.*, texts.*, edges.*")
+    found: dict[str, _Frame] = {}
+    for kind in KINDS:
+        pattern = re.compile(rf"^{kind}([._-][^/]*)?$")
+        paths = sorted(p for p in directory.iterdir()
+                       if p.is_file() and pattern.match(p.name) and p.name.endswith(SUFFIXES))
+        if not paths:
+            continue
+        frames = [_read_one(p) for p in paths]
+        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+        source = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([])
+        rows = np.concatenate([np.arange(1, len(f) + 1) for f in frames])
+        found[kind] = _Frame(df, [p.name for p in paths], source.astype(int), rows)
+    for kind in ("members", "jobs"):
+        if kind not in found:
+            raise IngestError(file=f"{directory}/{kind}.*", problem="is missing",
+                              fix=f"add {kind}.csv or {kind}.parquet (see docs/data-format.md)")
+    return found
+
+
+def frame(df: pd.DataFrame, name: str) -> _Frame:
+    """Wrap an in-memory frame (e.g. the synthetic marketplace) so it validates like a file."""
+    df = df.reset_index(drop=True)
+    return _Frame(df, [name], np.zeros(len(df), dtype=int), np.arange(1, len(df) + 1))
+
+
+def _fail(fr: _Frame, i: int | None, column: str | None, problem: str, fix: str) -> IngestError:
+    if i is None:
+        return IngestError(file=", ".join(fr.files), column=column, problem=problem, fix=fix)
+    file, row = fr.where(i)
+    line = row + 1 if not file.endswith(".parquet") else None  # the header is line 1
+    return IngestError(file=file, row=row, line=line, column=column, problem=problem, fix=fix)
+
+
+def _require(fr: _Frame, columns: tuple[str, ...]) -> None:
+    for col in columns:
+        if col not in fr.df.columns:
+            raise _fail(fr, None, col, f"required column is missing (found: {', '.join(map(str, fr.df.columns))})",
+                        f"add a '{col}' column (see docs/data-format.md)")
+
+
+def _ints(fr: _Frame, column: str, what: str) -> pd.Series:
+    raw = fr.df[column]
+    if pd.api.types.is_integer_dtype(raw):
+        return raw.astype("int64")
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() | (num != np.floor(num))
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(fr, i, column, f"{raw.iloc[i]!r} is not an integer {what}", f"write {column} as a whole number")
+    return num.astype("int64")
+
+
+def _timestamps(fr: _Frame, column: str, *, required: bool) -> pd.Series:
+    """Parse to UTC; naive times are taken as UTC. Missing values become EPOCH unless required."""
+    if column not in fr.df.columns:
+        if required:
+            _require(fr, (column,))
+        return pd.Series(EPOCH, index=fr.df.index)
+    raw = fr.df[column]
+    missing = raw.isna() | (raw.astype(str).str.strip() == "") if raw.dtype == object else raw.isna()
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+    else:
+        ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+        ok = ~missing
+        try:
+            ts[ok] = pd.to_datetime(raw[ok], utc=True, format="ISO8601", errors="coerce")
+        except (ValueError, TypeError):
+            ts[ok] = pd.to_datetime(raw[ok], utc=True, format="mixed", errors="coerce")
+        bad = ok & ts.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise _fail(fr, i, column, f"{raw.iloc[i]!r} is not a timestamp",
+                        "write ISO-8601, e.g. 2025-03-01T09:30:00Z (no zone means UTC)")
+    if missing.any():
+        if required:
+            i = int(np.flatnonzero(missing.to_numpy())[0])
+            raise _fail(fr, i, column, "timestamp is missing", f"give every row a {column}")
+        ts = ts.where(~missing, EPOCH)
+    return ts.astype("datetime64[ns, UTC]")
+
+
+def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
+             identifier: bool = False) -> pd.Series:
+    raw = fr.df[column]
+    missing = raw.isna()
+    values = raw.astype(str).str.strip()
+    bad = missing | (values == "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise _fail(fr, i, column, "value is missing", f"give every row a {column}")
+    if allowed is not None:
+        wrong = ~values.isin(allowed)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong.to_numpy())[0])
+            raise _fail(fr, i, column, f"{values.iloc[i]!r} is not one of {', '.join(allowed)}",
+                        f"use one of {', '.join(allowed)}")
+    if identifier:
+        wrong = ~values.str.match(IDENTIFIER)
+        if wrong.any():
+            i = int(np.flatnonzero(wrong.to_numpy())[0])
+            raise _fail(fr, i, column, f"{values.iloc[i]!r} is not a lower-case identifier",
+                        "use letters, digits and _ only, starting with a letter (e.g. has_skill)")
+    return values
+
+
+def _no_duplicates(fr: _Frame, df: pd.DataFrame, key: list[str], what: str) -> None:
+    dup = df.duplicated(subset=key, keep=False)
+    if dup.any():
+        idx = np.flatnonzero(dup.to_numpy())
+        first = idx[0]
+        same = [j for j in idx if (df.iloc[j][key] == df.iloc[first][key]).all()]
+        other = fr.where(same[1])
+        values = ", ".join(f"{k}={df.iloc[first][k]}" for k in key)
+        raise _fail(fr, int(first), None, f"duplicate {what} ({values}) also at {other[0]} row {other[1]}",
+                    "keep one row per key")
+
+
+def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
+    id_col = ID_COLUMN[entity]
+    _require(fr, (id_col,))
+    for col in fr.df.columns:
+        if col in (id_col, "valid_from"):
+            continue
+        if not isinstance(col, str) or not IDENTIFIER.match(col) or col in RESERVED:
+            raise _fail(fr, None, str(col), "is not usable as a feature name",
+                        "rename it to a lower-case identifier (letters, digits, _) that is not one of "
+                        + ", ".join(sorted(RESERVED)))
+    out = pd.DataFrame({id_col: _ints(fr, id_col, f"{entity} id"),
+                        "valid_from": _timestamps(fr, "valid_from", required=False)})
+    for col in fr.df.columns:
+        if col not in (id_col, "valid_from"):
+            values = fr.df[col]
+            out[col] = values.where(values.isna(), values.astype(str)).astype(object).where(values.notna(), None)
+    _no_duplicates(fr, out, [id_col, "valid_from"], f"{entity} history key")
+    return out
+
+
+def validate(frames: dict[str, _Frame], *, known_ids: dict[str, set[int]] | None = None) -> Marketplace:
+    """Check every rule of docs/data-format.md; `known_ids` are the member/job ids already in the database."""
+    known_ids = known_ids or {"member": set(), "job": set()}
+    members = _entities(frames["members"], "member")
+    jobs = _entities(frames["jobs"], "job")
+    ids = {"member": set(members["member_id"]) | known_ids["member"],
+           "job": set(jobs["job_id"]) | known_ids["job"]}
+
+    texts = pd.DataFrame(columns=["entity", "entity_id", "valid_from", "text"])
+    if "texts" in frames:
+        fr = frames["texts"]
+        _require(fr, ("entity", "entity_id", "valid_from", "text"))
+        texts = pd.DataFrame({"entity": _strings(fr, "entity", allowed=ENTITIES),
+                              "entity_id": _ints(fr, "entity_id", "entity id"),
+                              "valid_from": _timestamps(fr, "valid_from", required=True)})
+        if fr.df["text"].isna().any():
+            i = int(np.flatnonzero(fr.df["text"].isna().to_numpy())[0])
+            raise _fail(fr, i, "text", "text is missing", "write the text, or an empty string for an empty profile")
+        texts["text"] = fr.df["text"].astype(str)
+        _check_refs(fr, texts["entity"], texts["entity_id"], ids, "entity_id")
+        _no_duplicates(fr, texts, ["entity", "entity_id", "valid_from"], "text snapshot")
+
+    attribute_edges, interactions = _edges(frames.get("edges"), ids)
+    nodes = _nodes(frames.get("nodes"), attribute_edges)
+    truth = None
+    if "truth" in frames:
+        fr = frames["truth"]
+        _require(fr, ("member_id", "job_id", "event_timestamp", "utility", "outcome"))
+        truth = pd.DataFrame({"member_id": _ints(fr, "member_id", "member id"),
+                              "job_id": _ints(fr, "job_id", "job id"),
+                              "event_timestamp": _timestamps(fr, "event_timestamp", required=True),
+                              "utility": pd.to_numeric(fr.df["utility"], errors="raise").astype(float),
+                              "outcome": fr.df["outcome"].astype(str)})
+        _no_duplicates(fr, truth, ["member_id", "job_id", "event_timestamp"], "exposure")
+    return Marketplace(members=members, jobs=jobs, texts=texts, attribute_edges=attribute_edges,
+                       interactions=interactions, nodes=nodes, truth=truth)
+
+
+def _check_refs(fr: _Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[str, set[int]], column: str) -> None:
+    for kind in ENTITIES:
+        mask = (entity == kind).to_numpy()
+        unknown = mask & ~entity_id.isin(list(ids[kind])).to_numpy()
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise _fail(fr, i, column, f"{kind} {entity_id.iloc[i]} is unknown",
+                        f"add {kind} {entity_id.iloc[i]} to {kind}s.* or remove this row")
+
+
+def _edges(fr: _Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    attr_cols = ["entity", "entity_id", "relation", "node_type", "node_id", "event_timestamp"]
+    if fr is None:
+        return (pd.DataFrame(columns=attr_cols),
+                pd.DataFrame(columns=["member_id", "job_id", "relation", "event_timestamp"]))
+    _require(fr, ("src_type", "src_id", "relation", "dst_type", "dst_id"))
+    src_type = _strings(fr, "src_type", allowed=ENTITIES)
+    relation = _strings(fr, "relation", identifier=True)
+    dst_type = _strings(fr, "dst_type", identifier=True)
+    dst_id = _strings(fr, "dst_id")
+    src_id = _ints(fr, "src_id", "member/job id")
+    has_ts = "event_timestamp" in fr.df.columns
+    ts = _timestamps(fr, "event_timestamp", required=False)
+    missing_ts = fr.df["event_timestamp"].isna().to_numpy() if has_ts else np.ones(len(fr.df), bool)
+
+    interaction = dst_type.isin(ENTITIES).to_numpy()
+    wrong = interaction & ~((src_type == "member") & (dst_type == "job")).to_numpy()
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise _fail(fr, i, "dst_type", f"{src_type.iloc[i]} -> {dst_type.iloc[i]} edges are not supported",
+                    "interaction edges go member -> job; attribute edges go member|job -> an attribute type")
+    no_time = interaction & missing_ts
+    if no_time.any():
+        i = int(np.flatnonzero(no_time)[0])
+        raise _fail(fr, i, "event_timestamp", "an interaction edge has no event time",
+                    "give every member -> job edge its event_timestamp")
+    _check_refs(fr, src_type, src_id, ids, "src_id")
+    job_ids = pd.to_numeric(dst_id.where(interaction, "0"), errors="coerce")
+    bad = interaction & job_ids.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(fr, i, "dst_id", f"{dst_id.iloc[i]!r} is not an integer job id", "write dst_id as the job_id")
+    _check_refs(fr, dst_type.where(interaction, "none"), job_ids.fillna(0).astype("int64"), ids, "dst_id")
+
+    edges = pd.DataFrame({"src_type": src_type, "src_id": src_id, "relation": relation, "dst_type": dst_type,
+                          "dst_id": dst_id, "event_timestamp": ts})
+    _no_duplicates(fr, edges, list(edges.columns), "edge")
+    inter = edges[interaction]
+    interactions = pd.DataFrame({"member_id": inter["src_id"].to_numpy(),
+                                 "job_id": job_ids[interaction].astype("int64").to_numpy(),
+                                 "relation": inter["relation"].to_numpy(),
+                                 "event_timestamp": inter["event_timestamp"].to_numpy()})
+    attr = edges[~interaction]
+    attribute_edges = pd.DataFrame({"entity": attr["src_type"].to_numpy(), "entity_id": attr["src_id"].to_numpy(),
+                                    "relation": attr["relation"].to_numpy(), "node_type": attr["dst_type"].to_numpy(),
+                                    "node_id": attr["dst_id"].to_numpy(),
+                                    "event_timestamp": attr["event_timestamp"].to_numpy()})
+    for df in (interactions, attribute_edges):
+        df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
+    return attribute_edges, interactions
+
+
+def _nodes(fr: _Frame | None, attribute_edges: pd.DataFrame) -> pd.DataFrame:
+    """Listed nodes plus every node an edge names (labelled by its id when not listed)."""
+    listed = pd.DataFrame(columns=["node_type", "node_id", "label"])
+    if fr is not None:
+        _require(fr, ("node_type", "node_id"))
+        listed = pd.DataFrame({"node_type": _strings(fr, "node_type", identifier=True),
+                               "node_id": _strings(fr, "node_id")})
+        label = fr.df["label"] if "label" in fr.df.columns else pd.Series(None, index=fr.df.index)
+        listed["label"] = label.where(label.notna(), listed["node_id"]).astype(str)
+        _no_duplicates(fr, listed, ["node_type", "node_id"], "node")
+    used = attribute_edges[["node_type", "node_id"]].drop_duplicates()
+    extra = used.merge(listed[["node_type", "node_id"]], how="left", indicator=True)
+    extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
+    extra["label"] = extra["node_id"]
+    return pd.concat([listed, extra], ignore_index=True)

@@ -1,0 +1,113 @@
+"""The feature catalog: which feature views the ingested data supports, and their versions.
+
+    star.member_history / job_history keys     -> <entity>_categorical   (one String per column)
+    star.id_features relations                 -> <entity>_ids           (<relation>_ids Array(String), <relation>_latest)
+    star.text_snapshots                        -> <entity>_text          (text, text_md5)
+
+Every family's feature list is versioned in star.embedding_versions: `sync_versions` adds version k+1 when the
+ingested columns change, so `feast apply` (feature_repo/feature_views.py reads `published_views`) stays in step
+with the data and a consumer of <family>_v<k> keeps its columns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import psycopg
+
+from star.data.format import ENTITIES, ID_COLUMN
+
+FAMILY_KINDS = ("categorical", "ids", "text")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewSpec:
+    """One versioned feature view, free of Feast types (star/store/feast_repo.py turns it into Feast objects)."""
+
+    family: str
+    version: int
+    entity: str
+    kind: str
+    features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list')"})
+    query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}_v{self.version}"
+
+
+def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[tuple[str, str]]:
+    if kind == "categorical":
+        table = f"star.{entity}_history"
+        rows = conn.execute(f"SELECT DISTINCT jsonb_object_keys(attrs) FROM {table} ORDER BY 1").fetchall()
+        return [(r[0], "string") for r in rows]
+    if kind == "ids":
+        rows = conn.execute("SELECT DISTINCT relation FROM star.attribute_edges WHERE entity = %s ORDER BY 1",
+                            (entity,)).fetchall()
+        return [f for (r,) in rows for f in ((f"{r}_ids", "string_list"), (f"{r}_latest", "string"))]
+    has_text = conn.execute("SELECT 1 FROM star.text_snapshots WHERE entity = %s LIMIT 1", (entity,)).fetchone()
+    return [("text", "string"), ("text_md5", "string")] if has_text else []
+
+
+def source_query(entity: str, kind: str, features: list[tuple[str, str]]) -> str:
+    """SQL over the star tables; identifiers were validated at ingestion (lower-case identifiers)."""
+    key = ID_COLUMN[entity]
+    if kind == "categorical":
+        cols = ", ".join(f"attrs->>'{name}' AS \"{name}\"" for name, _ in features)
+        return f"SELECT {key}, valid_from AS event_timestamp, created, {cols} FROM star.{entity}_history"
+    if kind == "ids":
+        cols = []
+        for name, _ in features:
+            relation, part = name.rsplit("_", 1)
+            if part == "ids":
+                cols.append(f"ARRAY(SELECT jsonb_array_elements_text(ids->'{relation}'->'all')) AS \"{name}\"")
+            else:
+                cols.append(f"ids->'{relation}'->>'latest' AS \"{name}\"")
+        return (f"SELECT entity_id AS {key}, event_timestamp, created, {', '.join(cols)} "
+                f"FROM star.id_features WHERE entity = '{entity}'")
+    return (f"SELECT entity_id AS {key}, valid_from AS event_timestamp, created, text, text_md5 "
+            f"FROM star.text_snapshots WHERE entity = '{entity}'")
+
+
+def sync_versions(conn: psycopg.Connection) -> list[str]:
+    """Register a new version for every family whose ingested features changed; return the new view names."""
+    created = []
+    for entity in ENTITIES:
+        for kind in FAMILY_KINDS:
+            family = f"{entity}_{kind}"
+            features = _current_features(conn, entity, kind)
+            if not features:
+                continue
+            latest = conn.execute(
+                "SELECT version, config->'features' FROM star.embedding_versions WHERE family = %s "
+                "ORDER BY version DESC LIMIT 1", (family,)).fetchone()
+            if latest and [tuple(f) for f in latest[1]] == features:
+                continue
+            version = latest[0] + 1 if latest else 1
+            conn.execute(
+                "INSERT INTO star.embedding_versions (family, version, entity, status, feature_view, model, config)"
+                " VALUES (%s, %s, %s, 'published', %s, NULL, %s)",
+                (family, version, entity, f"{family}_v{version}",
+                 json.dumps({"kind": kind, "features": features})))
+            created.append(f"{family}_v{version}")
+    return created
+
+
+def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
+    """Every non-retired categorical / ids / text view version, oldest first."""
+    rows = conn.execute(
+        "SELECT family, version, entity, config FROM star.embedding_versions "
+        "WHERE config->>'kind' = ANY(%s) AND status <> 'retired' ORDER BY family, version",
+        (list(FAMILY_KINDS),)).fetchall()
+    specs = []
+    for family, version, entity, config in rows:
+        features = [tuple(f) for f in config["features"]]
+        specs.append(ViewSpec(family=family, version=version, entity=entity, kind=config["kind"],
+                              features=features, query=source_query(entity, config["kind"], features)))
+    return specs
+
+
+def latest_views(conn: psycopg.Connection) -> dict[str, ViewSpec]:
+    """family -> its newest published view."""
+    return {spec.family: spec for spec in published_views(conn)}

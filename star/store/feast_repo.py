@@ -1,0 +1,108 @@
+"""Feast objects for the STAR feature repo, built from the catalog (star/store/catalog.py).
+
+feature_repo/*.py (read by `feast apply`) and `star` (which applies in-process) both call these builders, so
+the command line and the Python API declare the same objects.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+from feast import Entity, FeatureStore, FeatureView, Field, ValueType
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+from feast.repo_contents import RepoContents
+from feast.types import Array, String
+
+from star.config import FEAST_PROJECT, DbTarget, Settings
+from star.data.format import ID_COLUMN
+from star.errors import FeatureRepoError
+from star.store.catalog import ViewSpec
+
+MEMBER = Entity(name="member", join_keys=["member_id"], value_type=ValueType.INT64,
+                description="A member (job seeker) of the marketplace")
+JOB = Entity(name="job", join_keys=["job_id"], value_type=ValueType.INT64,
+             description="A job posting of the marketplace")
+ENTITY = {"member": MEMBER, "job": JOB}
+DTYPE = {"string": String, "string_list": Array(String)}
+
+
+def feature_view(spec: ViewSpec) -> FeatureView:
+    source = PostgreSQLSource(
+        name=f"{spec.name}_source",
+        query=spec.query,
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        description=f"star.{spec.entity} {spec.kind} features, version {spec.version}",
+    )
+    return FeatureView(
+        name=spec.name,
+        entities=[ENTITY[spec.entity]],
+        ttl=timedelta(0),  # no expiry: an attribute stays valid until the next change
+        schema=[Field(name=name, dtype=DTYPE[dtype]) for name, dtype in spec.features],
+        source=source,
+        online=True,
+        tags={"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,
+              "star_entity": spec.entity},
+        description=f"{spec.family} version {spec.version}",
+    )
+
+
+def repo_contents(specs: list[ViewSpec]) -> RepoContents:
+    views = [feature_view(spec) for spec in specs]
+    return RepoContents(projects=[], data_sources=[v.batch_source for v in views], feature_views=views,
+                        on_demand_feature_views=[], stream_feature_views=[], label_views=[],
+                        entities=[MEMBER, JOB], feature_services=[], permissions=[])
+
+
+def target_from_feast_env() -> DbTarget:
+    """The database feature_store.yaml points at (the STAR_PG_* variables `star db env` prints)."""
+    try:
+        return DbTarget(host=os.environ["STAR_PG_HOST"], port=int(os.environ.get("STAR_PG_PORT", "5432")),
+                        user=os.environ["STAR_PG_USER"], password=os.environ.get("STAR_PG_PASSWORD", ""),
+                        dbname=os.environ["STAR_PG_DATABASE"])
+    except KeyError as exc:
+        raise FeatureRepoError(
+            f"environment variable {exc.args[0]} is not set, so the feature repo does not know its database. "
+            'Run `eval "$(star db env)"` first (or use `star feast apply`)') from exc
+
+
+@contextmanager
+def feast_env(target: DbTarget) -> Iterator[None]:
+    """Point feature_store.yaml at `target` for the duration (it expands ${STAR_PG_*})."""
+    saved = {k: os.environ.get(k) for k in target.feast_env()}
+    os.environ.update(target.feast_env())
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def open_store(target: DbTarget, settings: Settings | None = None) -> FeatureStore:
+    """A FeatureStore on `target`. The config is read once, so the environment may change afterwards."""
+    repo = (settings or Settings.from_env()).feature_repo
+    with feast_env(target):
+        return FeatureStore(repo_path=str(repo))
+
+
+def apply(store: FeatureStore, specs: list[ViewSpec]) -> None:
+    """`feast apply` in-process for the catalog's views (objects no longer in the catalog are removed)."""
+    from feast.repo_operations import apply_total_with_repo_instance
+
+    cwd = Path.cwd()
+    try:
+        apply_total_with_repo_instance(store, FEAST_PROJECT, store.registry, repo_contents(specs),
+                                       skip_source_validation=True)
+    finally:
+        os.chdir(cwd)
+
+
+def join_key(entity: str) -> str:
+    return ID_COLUMN[entity]
