@@ -1,0 +1,193 @@
+"""The `star` command. Each job prints one JSON line with what it did on stdout; progress goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from star.errors import StarError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="The database: embedded PostgreSQL + pgvector, or STAR_DATABASE_URL.")
+features_app = typer.Typer(no_args_is_help=True, help="The Feast repo: apply the catalog's views, materialize.")
+app.add_typer(db_app, name="db")
+app.add_typer(features_app, name="features")
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record, default=str), flush=True)
+
+
+def _settings():
+    from star.config import Settings
+
+    return Settings.from_env()
+
+
+def _target(start: bool = True):
+    from star import db
+
+    settings = _settings()
+    return db.up(settings) if start else db.server_target(settings, start=False)
+
+
+def _parse_time(value: str | None, default: datetime) -> datetime:
+    """ISO-8601; a time without a zone is UTC."""
+    if value is None:
+        return default
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the embedded server (or reach STAR_DATABASE_URL), create the database and migrate. Idempotent."""
+    from star import db
+
+    settings = _settings()
+    target = db.up(settings)
+    _emit({"job": "db up", "embedded": settings.embedded, "url": target.sqlalchemy_url(),
+           "revision": db.current_revision(target)})
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the embedded server (its data stays in STAR_HOME)."""
+    from star import db
+
+    _emit({"job": "db down", "stopped": db.stop_embedded(_settings())})
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Is the server up, which database, which migration."""
+    from star import db
+
+    settings = _settings()
+    status = {"job": "db status", "embedded": settings.embedded}
+    try:
+        target = db.server_target(settings, start=False)
+        status.update(running=True, url=target.sqlalchemy_url(), revision=db.current_revision(target))
+    except StarError as exc:
+        status.update(running=False, error=str(exc))
+    _emit(status)
+
+
+@db_app.command("env")
+def db_env() -> None:
+    """Print `export` lines for feature_repo/feature_store.yaml: eval "$(star db env)"."""
+    import shlex
+
+    target = _target(start=True)
+    for key, value in target.feast_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def seed(
+    from_dir: Optional[Path] = typer.Option(None, "--from", help="a directory in the format of docs/data-format.md"),
+    synthetic: bool = typer.Option(False, help="generate the synthetic marketplace on ESCO / O*NET"),
+    members: int = typer.Option(2000, help="synthetic: number of members"),
+    jobs: int = typer.Option(400, help="synthetic: number of jobs"),
+    seed_: int = typer.Option(0, "--seed", help="synthetic: random seed (same seed, same marketplace)"),
+    months: int = typer.Option(6, help="synthetic: months of activity"),
+    save: Optional[Path] = typer.Option(None, help="synthetic: also write the files to this directory"),
+) -> None:
+    """Load a marketplace: your own files (--from DIR) or a synthetic one (--synthetic)."""
+    from star import pipeline
+
+    if (from_dir is None) == (not synthetic):
+        raise typer.BadParameter("give exactly one of --from DIR or --synthetic")
+    target = _target()
+    if synthetic:
+        _emit(pipeline.seed_synthetic(target, members=members, jobs=jobs, seed=seed_, months=months, save=save))
+    else:
+        _emit(pipeline.seed_dir(target, from_dir))
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """`feast apply` for the catalog's views, in-process (same as `feast -c feature_repo apply`)."""
+    from star import pipeline
+
+    _emit(pipeline.apply_features(_target()))
+
+
+@features_app.command("materialize")
+def features_materialize(
+    start: Optional[str] = typer.Argument(None, help="default 1970-01-01"),
+    end: Optional[str] = typer.Argument(None, help="default now"),
+) -> None:
+    """Copy feature values valid in [START, END] into the online store."""
+    from star import pipeline
+
+    begin = _parse_time(start, datetime(1970, 1, 1, tzinfo=timezone.utc))
+    finish = _parse_time(end, datetime.now(timezone.utc))
+    _emit(pipeline.materialize(_target(), begin, finish))
+
+
+@app.command()
+def trainset(
+    task: str = typer.Argument("apply", help="the interaction relation labelled 1"),
+    out: Path = typer.Option(..., help="the Parquet file to write"),
+    negatives: Optional[str] = typer.Option(None, help="comma-separated relations labelled 0 (default: dismiss, "
+                                                       "reject, ... where present, else sampled)"),
+    neg_ratio: int = typer.Option(1, help="sampled negatives per positive when no negative relation exists"),
+    seed_: int = typer.Option(0, "--seed", help="sampling seed"),
+    start: Optional[str] = typer.Option(None, help="only labels at or after this time"),
+    end: Optional[str] = typer.Option(None, help="only labels before this time"),
+) -> None:
+    """Write a point-in-time training set: one row per labelled interaction (docs/trainset.md)."""
+    import pandas as pd
+
+    from star import pipeline
+    from star.store.trainset import TrainsetConfig
+
+    cfg = TrainsetConfig(task=task, negatives=tuple(negatives.split(",")) if negatives else None,
+                         neg_ratio=neg_ratio, seed=seed_,
+                         start=pd.Timestamp(start, tz="UTC") if start else None,
+                         end=pd.Timestamp(end, tz="UTC") if end else None)
+    _emit(pipeline.trainset(_target(), cfg, out))
+
+
+@app.command()
+def online(
+    entity: str = typer.Argument(..., help="member or job"),
+    ids: list[int] = typer.Argument(..., help="entity ids"),
+) -> None:
+    """Print the online features of some members or jobs (after `star features materialize`)."""
+    from star.store.feast_repo import open_store
+    from star.store.online import online_features
+
+    target = _target()
+    _emit(online_features(target, open_store(target), entity, ids))
+
+
+@app.command()
+def demo(
+    members: int = typer.Option(2000, help="synthetic members"),
+    jobs: int = typer.Option(400, help="synthetic jobs"),
+    seed_: int = typer.Option(0, "--seed", help="synthetic seed"),
+    out: Path = typer.Option(Path("out/trainset_apply.parquet"), help="where the training set goes"),
+) -> None:
+    """The main job end to end: database, migrations, synthetic marketplace, feast apply, materialize,
+    an online lookup and a point-in-time training set."""
+    from star import pipeline
+
+    _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, emit=_emit))
+
+
+def main() -> None:
+    try:
+        app()
+    except StarError as exc:
+        print(f"star: error: {exc}", file=sys.stderr)
+        sys.exit(2)

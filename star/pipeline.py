@@ -1,0 +1,98 @@
+"""The batch jobs, as functions returning what they did (the CLI and jobs/*.py print it as one JSON line).
+
+    db up -> seed (synthetic or files) -> features apply -> features materialize -> online lookup / trainset
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from star import db
+from star.config import DbTarget, Settings
+
+SYNTHETIC_KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
+
+
+def seed_synthetic(target: DbTarget, *, members: int, jobs: int, seed: int = 0, months: int = 6,
+                   save: Path | None = None, progress: bool = True) -> dict:
+    from star.data.format import frame
+    from star.data.synthetic import generate, write_dir
+    from star.store.marketplace import load
+
+    started = time.time()
+    market = generate(members=members, jobs=jobs, seed=seed, months=months, progress=progress)
+    if save:
+        write_dir(market, save)
+    frames = {kind: frame(getattr(market, kind), f"{kind} (synthetic)") for kind in SYNTHETIC_KINDS}
+    counts = load(target, frames, progress=progress)
+    return {"job": "seed", "source": f"synthetic:members={members},jobs={jobs},seed={seed},months={months}",
+            "written": counts, "seconds": round(time.time() - started, 2)}
+
+
+def seed_dir(target: DbTarget, directory: Path, *, progress: bool = True) -> dict:
+    from star.data.format import read_dir
+    from star.store.marketplace import load
+
+    started = time.time()
+    counts = load(target, read_dir(directory), progress=progress)
+    return {"job": "seed", "source": str(directory), "written": counts, "seconds": round(time.time() - started, 2)}
+
+
+def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
+    from star.store.catalog import published_views
+    from star.store.feast_repo import apply, open_store
+
+    started = time.time()
+    with db.connect(target) as conn:
+        specs = published_views(conn)
+    apply(open_store(target, settings), specs)
+    return {"job": "features apply", "feature_views": [s.name for s in specs],
+            "seconds": round(time.time() - started, 2)}
+
+
+def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
+                settings: Settings | None = None) -> dict:
+    from star.store.feast_repo import open_store
+
+    started = time.time()
+    start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = end or datetime.now(timezone.utc)
+    open_store(target, settings).materialize(start, end)
+    return {"job": "features materialize", "start": start, "end": end, "seconds": round(time.time() - started, 2)}
+
+
+def trainset(target: DbTarget, cfg, out: Path) -> dict:
+    from star.store.trainset import build_trainset, summary
+
+    started = time.time()
+    df = build_trainset(target, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out, index=False)
+    return {"job": "trainset", "out": str(out), **summary(df), "seconds": round(time.time() - started, 2)}
+
+
+def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Path("out/trainset_apply.parquet"),
+         emit=print) -> dict:
+    """The main job end to end on the configured database (the embedded one by default)."""
+    from star.store.feast_repo import open_store
+    from star.store.online import online_features
+    from star.store.trainset import TrainsetConfig
+
+    started = time.time()
+    settings = Settings.from_env()
+    target = db.up(settings)
+    emit({"job": "db up", "url": target.sqlalchemy_url(), "revision": db.current_revision(target)})
+    emit(seed_synthetic(target, members=members, jobs=jobs, seed=seed))
+    emit(apply_features(target, settings))
+    emit(materialize(target, settings=settings))
+    with db.connect(target) as conn:
+        member_ids = [r[0] for r in conn.execute("SELECT member_id FROM star.members ORDER BY member_id LIMIT 2")]
+        job_ids = [r[0] for r in conn.execute("SELECT job_id FROM star.jobs ORDER BY job_id LIMIT 2")]
+    store = open_store(target, settings)
+    emit({"job": "online lookup", "member": online_features(target, store, "member", member_ids),
+          "job_features": online_features(target, store, "job", job_ids)})
+    result = trainset(target, TrainsetConfig(task="apply"), out)
+    emit(result)
+    return {"job": "demo", "seconds": round(time.time() - started, 2)}
