@@ -85,7 +85,7 @@ def read_dir(directory: str | Path) -> dict[str, _Frame]:
         found[kind] = _Frame(df, [p.name for p in paths], source.astype(int), rows)
     for kind in ("members", "jobs"):
         if kind not in found:
-            raise IngestError(file=f"{directory}/{kind}.*", problem="is missing",
+            raise IngestError(file=f"{directory}/{kind}.*", problem="not found",
                               fix=f"add {kind}.csv or {kind}.parquet (see docs/data-format.md)")
     return found
 

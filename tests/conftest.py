@@ -1,0 +1,46 @@
+"""Tests run against a real PostgreSQL with pgvector: the project's embedded server, or STAR_DATABASE_URL.
+
+The session migrates one template database; every test that asks for `target` gets a fresh database cloned from
+it (CREATE DATABASE ... TEMPLATE), so tests do not depend on order and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from star import db
+from star.config import Settings
+
+
+@pytest.fixture(scope="session")
+def server():
+    settings = Settings.from_env()
+    base = db.server_target(settings, start=True)
+    template = base.with_database(f"star_test_template_{os.getpid()}")
+    db.drop_database(template)
+    db.ensure_database(template)
+    db.migrate(template)
+    yield base, template.dbname
+    db.drop_database(template)
+
+
+@pytest.fixture
+def target(server):
+    base, template = server
+    fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
+    db.ensure_database(fresh, template=template)
+    yield fresh
+    db.drop_database(fresh)
+
+
+@pytest.fixture
+def empty_target(server):
+    """A fresh database with no migrations applied."""
+    base, _ = server
+    fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
+    db.ensure_database(fresh)
+    yield fresh
+    db.drop_database(fresh)
