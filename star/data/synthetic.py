@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name
+from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, write_texts
 from star.data.taxonomy import load_taxonomy
 
 DAY, WEEK = 86_400, 7 * 86_400
@@ -111,13 +112,23 @@ def _pick_csr(rng, ptr, idx, rows, fallback):
     return np.where(n > 0, idx[np.minimum(pos, len(idx) - 1)], fallback)
 
 
-def _draw_skills(rng, tax, ent, occ, p_kind, cap):
-    """(entity, skill, structured, in_text) rows: a Bernoulli draw over each occupation's skill list."""
+def _pick_group(rng, items, keys, targets, fallback):
+    """A uniformly random item whose key equals targets[i], or fallback[i] if none has it."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    a, b = np.searchsorted(sk, targets), np.searchsorted(sk, targets, "right")
+    pos = np.minimum(a + (rng.random(len(targets)) * (b - a)).astype(np.int64), len(sk) - 1)
+    return np.where(b > a, items[order[pos]], fallback)
+
+
+def _draw_skills(rng, tax, ent, occ, p_kind, cap, boost=None):
+    """(entity, skill) rows sorted by entity: a Bernoulli draw over each occupation's skill list."""
     n = tax.sk_ptr[occ + 1] - tax.sk_ptr[occ]
     e = np.repeat(ent, n)
-    pos = np.repeat(tax.sk_ptr[occ] - np.cumsum(n) + n, n) + np.arange(n.sum())
-    first = pos == np.repeat(tax.sk_ptr[occ], n)
-    keep = first | (rng.random(len(pos)) < p_kind[tax.sk_kind[pos]])
+    start = np.repeat(tax.sk_ptr[occ], n)
+    pos = start + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+    p = p_kind[tax.sk_kind[pos]] * (1.0 if boost is None else np.repeat(boost, n))
+    keep = (pos == start) | (rng.random(len(pos)) < p)  # the first essential skill always
     e, s = e[keep], tax.sk_idx[pos[keep]]
     order = np.lexsort((rng.random(len(e)), e))
     e, s = e[order], s[order]
@@ -125,10 +136,14 @@ def _draw_skills(rng, tax, ent, occ, p_kind, cap):
     return e[rank < cap], s[rank < cap]
 
 
-def _flags(rng, n, p_struct, p_text_if_struct, p_text_if_not):
-    struct = rng.random(n) < p_struct
-    text = rng.random(n) < np.where(struct, p_text_if_struct, p_text_if_not)
-    return struct, text
+def _skills(rng, tax, ent, occ, p_kind, cap, p_struct, p_text_if_struct, base=None, boost=None):
+    """Skill rows (entity, skill, has an edge, mentioned in text); rows already in `base` are dropped."""
+    e, s = _draw_skills(rng, tax, ent, occ, p_kind, cap, boost)
+    if base is not None:
+        new = ~np.isin(e * len(tax.skill_id) + s, base[0] * len(tax.skill_id) + base[1])
+        e, s = e[new], s[new]
+    struct = rng.random(len(e)) < p_struct
+    return SimpleNamespace(e=e, s=s, struct=struct, text=rng.random(len(e)) < np.where(struct, p_text_if_struct, 0.9))
 
 
 def _level(rng, tax, occ):
@@ -142,96 +157,318 @@ def _occ_weights(rng, tax):
     return w / w.sum()
 
 
-def _companies(rng, tax, n_jobs, occ_p):
+def _companies(rng, n_jobs, occ_p):
     k = int(np.clip(n_jobs // 8, 8, 4000))
     size = rng.pareto(1.2, k) + 1
-    focus = rng.choice(len(occ_p), k, p=occ_p)
-    return dict(n=k, size_p=size / size.sum(), city=rng.choice(len(CITIES), k, p=CITY_P),
-                quality=rng.normal(0, 1, k), focus=focus,
-                name=np.array([company_name(int(c)) for c in rng.choice(N_COMPANY_NAMES, k, replace=False)], object))
+    codes = rng.choice(N_COMPANY_NAMES, k, replace=False)
+    return SimpleNamespace(n=k, size_p=size / size.sum(), city=rng.choice(len(CITIES), k, p=CITY_P),
+                           quality=rng.normal(0, 1, k), focus=rng.choice(len(occ_p), k, p=occ_p),
+                           name=np.array([company_name(int(c)) for c in codes], dtype=object))
 
 
 def _members(rng, tax, co, n, t0, t1, occ_p):
-    ids = np.arange(n)
+    ids, big = np.arange(n), np.iinfo(np.int64).max
     occ0 = rng.choice(len(occ_p), n, p=occ_p)
-    late = rng.random(n) < 0.35
+    late = rng.random(n) < 0.35  # join inside the window
     signup = np.where(late, rng.uniform(t0, t1 - DAY, n), rng.uniform(t0 - 730 * DAY, t0)).astype(np.int64)
-    rate = np.minimum(0.3 * (1 + rng.pareto(1.5, n)), 25.0) * (rng.random(n) >= 0.08)
+    rate = np.minimum(0.3 * (1 + rng.pareto(1.5, n)), 25.0) * (rng.random(n) >= 0.08)  # exposures / week
     level0 = _level(rng, tax, occ0)
     years0 = np.clip(level0 * 4 + rng.gamma(2.0, 1.5, n) - 1, 0, 45).astype(np.int64)
-    # employers: current one is usually a company hiring the member's kind of occupation
-    by_focus = np.argsort(co["focus"], kind="stable")
-    f_ptr = np.searchsorted(co["focus"][by_focus], np.arange(len(occ_p) + 1))
-    random_co = rng.choice(co["n"], (n, 4), p=co["size_p"])
+    # employers: the current one usually hires the member's kind of occupation; slot 3 = a later move
+    by_focus = np.argsort(co.focus, kind="stable")
+    f_ptr = np.searchsorted(co.focus[by_focus], np.arange(len(occ_p) + 1))
+    any_co = rng.choice(co.n, (n, 4), p=co.size_p)
     slots = np.full((n, 4), -1, np.int64)
-    slots[:, 0] = np.where(rng.random(n) < 0.6, _pick_csr(rng, f_ptr, by_focus, occ0, random_co[:, 0]), random_co[:, 0])
+    slots[:, 0] = np.where(rng.random(n) < 0.6, _pick_csr(rng, f_ptr, by_focus, occ0, any_co[:, 0]), any_co[:, 0])
     n_past = rng.integers(0, 3, n)
-    slots[:, 1] = np.where(n_past >= 1, random_co[:, 1], -1)
-    slots[:, 2] = np.where(n_past >= 2, random_co[:, 2], -1)
-    since = np.full((n, 4), np.iinfo(np.int64).min)
+    slots[:, 1:3] = np.where(n_past[:, None] > np.arange(2), any_co[:, 1:3], -1)
     lo, hi = np.maximum(signup, t0) + 7 * DAY, t1 - 7 * DAY
     changed = (lo < hi) & (rng.random(n) < 0.3)
-    tau = np.where(changed, lo + rng.random(n) * np.maximum(hi - lo, 0), np.iinfo(np.int64).max).astype(np.int64)
+    tau = np.where(changed, lo + rng.random(n) * np.maximum(hi - lo, 0), big).astype(np.int64)
     kind = np.where(changed, rng.choice(4, n, p=[0.55, 0.2, 0.1, 0.15]), -1)  # promotion, move, new occ, refresh
-    level1 = np.where(kind == 0, np.minimum(level0 + 1, 4), level0)
     occ1 = np.where(kind == 2, _pick_csr(rng, tax.rel_ptr, tax.rel_idx, occ0, occ0), occ0)
     city0 = rng.choice(len(CITIES), n, p=CITY_P)
-    city1 = np.where(kind == 1, (city0 + rng.integers(1, len(CITIES), n)) % len(CITIES), city0)
-    new_job = (kind == 0) & (rng.random(n) < 0.4) | (kind == 2)
-    slots[:, 3] = np.where(new_job, random_co[:, 3], -1)
+    slots[:, 3] = np.where(((kind == 0) & (rng.random(n) < 0.4)) | (kind == 2), any_co[:, 3], -1)
+    since = np.full((n, 4), np.iinfo(np.int64).min)
     since[:, 3] = tau
     open0 = rng.random(n) < 0.35
-    e0, s0 = _draw_skills(rng, tax, ids, occ0, np.array([0.55, 0.25, 0.4]), 30)
+    sk0 = _skills(rng, tax, ids, occ0, np.array([0.55, 0.25, 0.4]), 30, 0.6, 0.5)
     ch = ids[changed]
-    e1, s1 = _draw_skills(rng, tax, ch, occ1[ch], np.array([0.15, 0.1, 0.15]) + 0.4 * (kind[ch] == 2)[0:0].sum(), 4)
-    new = ~np.isin(e1 * len(tax.skill_id) + s1, e0 * len(tax.skill_id) + s0)
-    return dict(
-        n=n, occ=(occ0, occ1), level=(level0, level1), city=(city0, city1), signup=signup, rate=rate,
+    sk1 = _skills(rng, tax, ch, occ1[ch], np.array([0.12, 0.1, 0.15]), 8, 0.6, 0.6, base=(sk0.e, sk0.s),
+                  boost=np.where(kind[ch] == 2, 4.0, 1.0))
+    return SimpleNamespace(
+        n=n, occ=(occ0, occ1), level=(level0, np.where(kind == 0, np.minimum(level0 + 1, 4), level0)),
+        city=(city0, np.where(kind == 1, (city0 + rng.integers(1, len(CITIES), n)) % len(CITIES), city0)),
         years=(years0, years0 + np.maximum(tau - np.maximum(signup, t0), 0) // (365 * DAY)),
-        open=(open0, open0 ^ (changed & (rng.random(n) < 0.3))), changed=changed, tau=tau, kind=kind,
-        slots=slots, since=since, bias=rng.normal(0, 0.3, n), relocate=rng.random(n) < 0.15,
-        title_mode=rng.choice(3, n, p=[0.6, 0.3, 0.1]), miss_loc=rng.random(n) < 0.04,
-        miss_band=rng.random(n) < 0.06, skills0=(e0, s0, *_flags(rng, len(e0), 0.6, 0.5, 0.9)),
-        skills1=(e1[new], s1[new], *_flags(rng, int(new.sum()), 0.6, 0.6, 0.9)),
+        open=(open0, open0 ^ (changed & (rng.random(n) < 0.3))), signup=signup, rate=rate, changed=changed,
+        tau=tau, kind=kind, slots=slots, since=since, bias=rng.normal(0, 0.3, n),
+        relocate=rng.random(n) < 0.15, title_mode=rng.choice(3, n, p=[0.6, 0.3, 0.1]),
+        miss_loc=rng.random(n) < 0.04, miss_band=rng.random(n) < 0.06, skills=(sk0, sk1),
     )
 
 
 def _jobs(rng, tax, co, n, t0, t1, occ_p):
     ids = np.arange(n)
-    comp = rng.choice(co["n"], n, p=co["size_p"])
-    focus = co["focus"][comp]
+    comp = rng.choice(co.n, n, p=co.size_p)
+    focus = co.focus[comp]
     occ = np.where(rng.random(n) < 0.4, focus, _pick_csr(rng, tax.rel_ptr, tax.rel_idx, focus, focus))
     occ = np.where(rng.random(n) < 0.3, rng.choice(len(occ_p), n, p=occ_p), occ)
     emp = rng.choice(len(EMPLOYMENT), n, p=[0.74, 0.08, 0.1, 0.05, 0.03])
     level0 = np.where(emp == 4, 0, _level(rng, tax, occ))
     remote0 = rng.choice(3, n, p=[0.55, 0.3, 0.15])
     post = np.where(rng.random(n) < 0.1, rng.uniform(t0 - 30 * DAY, t0, n), rng.uniform(t0, t1 - DAY, n))
-    life = rng.uniform(21, 75, n) * DAY
+    life = rng.uniform(21, 75, n) * DAY  # then the posting goes stale
     closed = rng.random(n) < 0.35
     end = (post + np.where(closed, rng.uniform(0.3, 1.0, n), 1.0) * life).astype(np.int64)
     edit_t = (post + rng.uniform(0.1, 0.6, n) * (end - post)).astype(np.int64)
     edited = (rng.random(n) < 0.15) & (edit_t < t1)
-    level1 = np.where(edited & (rng.random(n) < 0.3), np.clip(level0 + rng.choice([-1, 1], n), 0, 4), level0)
-    remote1 = np.where(edited & (rng.random(n) < 0.4), rng.choice(3, n, p=[0.3, 0.4, 0.3]), remote0)
-    e0, s0 = _draw_skills(rng, tax, ids, occ, np.array([0.5, 0.15, 0.45]), 20)
-    e1, s1 = _draw_skills(rng, tax, ids[edited], occ[edited], np.array([0.2, 0.2, 0.2]), 3)
-    new = ~np.isin(e1 * len(tax.skill_id) + s1, e0 * len(tax.skill_id) + s0)
-    return dict(
-        n=n, comp=comp, occ=occ, emp=emp, level=(level0, level1), remote=(remote0, remote1),
-        city=np.where(rng.random(n) < 0.75, co["city"][comp], rng.choice(len(CITIES), n, p=CITY_P)),
-        post=post.astype(np.int64), end=end, closed=closed & (end < t1), edited=edited,
-        edit_t=np.where(edited, edit_t, np.iinfo(np.int64).max), years=np.array([0, 2, 4, 7, 10])[level0],
-        title_mode=rng.choice(3, n, p=[0.65, 0.27, 0.08]),
-        skills0=(e0, s0, *_flags(rng, len(e0), 0.7, 0.6, 0.9)),
-        skills1=(e1[new], s1[new], *_flags(rng, int(new.sum()), 0.7, 0.8, 0.9)),
+    sk0 = _skills(rng, tax, ids, occ, np.array([0.5, 0.15, 0.45]), 20, 0.7, 0.6)
+    sk1 = _skills(rng, tax, ids[edited], occ[edited], np.array([0.2, 0.2, 0.2]), 3, 0.7, 0.8, base=(sk0.e, sk0.s))
+    return SimpleNamespace(
+        n=n, comp=comp, occ=occ, emp=emp, post=post.astype(np.int64), end=end, closed=closed & (end < t1),
+        level=(level0, np.where(edited & (rng.random(n) < 0.3), np.clip(level0 + rng.choice([-1, 1], n), 0, 4), level0)),
+        remote=(remote0, np.where(edited & (rng.random(n) < 0.4), rng.choice(3, n, p=[0.3, 0.4, 0.3]), remote0)),
+        city=np.where(rng.random(n) < 0.75, co.city[comp], rng.choice(len(CITIES), n, p=CITY_P)),
+        edited=edited, edit_t=np.where(edited, edit_t, np.iinfo(np.int64).max),
+        years=np.array([0, 2, 4, 7, 10])[level0], title_mode=rng.choice(3, n, p=[0.65, 0.27, 0.08]), skills=(sk0, sk1),
     )
+
+
+def _skill_keys(ent, sk, n_skills):
+    """Sorted keys (2 * entity + version) * n_skills + skill; version 1 = version 0 plus the added skills."""
+    s0, s1 = sk
+    base1 = np.isin(s0.e, s1.e)
+    keys = np.concatenate([(2 * s0.e) * n_skills + s0.s, (2 * s0.e[base1] + 1) * n_skills + s0.s[base1],
+                           (2 * s1.e + 1) * n_skills + s1.s])
+    keys.sort()
+    return keys, np.searchsorted(keys // n_skills, np.arange(2 * ent + 1))
+
+
+def _pair_taste(keys, salt):
+    """Stable N(0, 1) per (member, job) pair: splitmix64 of the pair key, then Box-Muller."""
+    x = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    u1 = ((x >> np.uint64(32)).astype(np.float64) + 0.5) / 2**32
+    u2 = ((x & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) / 2**32
+    return np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2)
+
+
+def _utility(ctx, mi, ji, t):
+    tax, co, m, j = ctx.tax, ctx.co, ctx.m, ctx.j
+    vm, vj = (m.tau[mi] <= t).astype(np.int64), (j.edit_t[ji] <= t).astype(np.int64)
+    # skill coverage: share of the job's skills (edges and text-only) the member has at time t
+    jv = 2 * ji + vj
+    cnt = ctx.j_ptr[jv + 1] - ctx.j_ptr[jv]
+    pair = np.repeat(np.arange(len(mi)), cnt)
+    pos = np.repeat(ctx.j_ptr[jv] - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+    q = (2 * mi + vm)[pair] * ctx.n_skills + ctx.j_keys[pos] % ctx.n_skills
+    hit = ctx.m_keys[np.minimum(np.searchsorted(ctx.m_keys, q), len(ctx.m_keys) - 1)] == q
+    cover = np.bincount(pair, hit, minlength=len(mi)) / np.maximum(cnt, 1)
+    occ = tax.rel[np.where(vm, m.occ[1][mi], m.occ[0][mi]), j.occ[ji]]
+    sen = SEN_FIT[np.clip(np.where(vj, j.level[1][ji], j.level[0][ji]) - np.where(vm, m.level[1][mi], m.level[0][mi]), -3, 3) + 3]
+    same_city = np.where(vm, m.city[1][mi], m.city[0][mi]) == j.city[ji]
+    loc = np.where(same_city | (np.where(vj, j.remote[1][ji], j.remote[0][ji]) == 2), 1.0, np.where(m.relocate[mi], 0.3, -0.5))
+    c = j.comp[ji]
+    slots = m.slots[mi]
+    valid = (slots >= 0) & (m.since[mi] <= t[:, None])
+    direct = (valid & (slots == c[:, None])).any(axis=1)
+    col = np.where(valid, ctx.net[np.maximum(slots, 0), c[:, None]], 0.0).sum(axis=1)
+    return (W_SKILL * cover + W_OCC * occ + W_SEN * sen + W_LOC * loc + W_DIRECT * direct
+            + W_COLLEAGUE * np.minimum(1.0, np.log1p(col) / np.log1p(20)) + W_QUALITY * co.quality[c]
+            + W_TASTE * _pair_taste(mi * j.n + ji, ctx.salt))
+
+
+def _simulate(rng, ctx, t0, t1, bar):
+    m, j, tax = ctx.m, ctx.j, ctx.tax
+    final = np.empty(0, np.int64)  # pairs already applied to or dismissed: not shown again
+    out = []
+    for ws in range(t0, t1, WEEK):
+        we = min(ws + WEEK, t1)
+        bar.update()
+        frac = np.clip((we - np.maximum(ws, m.signup)) / WEEK, 0, 1)
+        mi = np.repeat(np.arange(m.n), rng.poisson(m.rate * frac))
+        open_ = np.flatnonzero((j.post < we) & (j.end > ws))
+        if len(mi) == 0 or len(open_) == 0:
+            continue
+        v = m.tau[mi] <= (ws + we) // 2
+        occ_m, city_m = np.where(v, m.occ[1][mi], m.occ[0][mi]), np.where(v, m.city[1][mi], m.city[0][mi])
+        strategy = rng.choice(len(STRATEGY_P), len(mi), p=STRATEGY_P)
+        ji = open_[rng.integers(0, len(open_), len(mi))]
+        related = _pick_csr(rng, tax.rel_ptr, tax.rel_idx, occ_m, occ_m)
+        for s, keys, target in ((0, j.occ, occ_m), (1, j.occ, related), (2, tax.sub[j.occ], tax.sub[occ_m]), (3, j.city, city_m)):
+            sel = strategy == s
+            ji[sel] = _pick_group(rng, open_, keys[open_], target[sel], ji[sel])
+        lo = np.maximum(np.maximum(j.post[ji], m.signup[mi]), ws) + 1
+        hi = np.minimum(j.end[ji], we)
+        t = lo + (rng.random(len(mi)) * np.maximum(hi - lo, 0)).astype(np.int64)
+        key = mi * j.n + ji
+        first = np.sort(np.unique(key, return_index=True)[1])
+        first = first[(lo[first] < hi[first]) & ~np.isin(key[first], final)]
+        mi, ji, t, key = mi[first], ji[first], t[first], key[first]
+        u = _utility(ctx, mi, ji, t)
+        z = u + m.bias[mi] + rng.logistic(0, BEHAVIOUR_NOISE, len(mi))
+        oc = np.select([z > T_APPLY, z > T_SAVE, z > T_VIEW], [3, 2, 1], 0)
+        oc[(z < T_DISMISS) & (rng.random(len(mi)) < P_DISMISS)] = 4
+        # colleagues' network: every employer of an applicant counts one application to the job's company
+        app = oc == 3
+        slots = m.slots[mi[app]]
+        valid = (slots >= 0) & (m.since[mi[app]] <= t[app][:, None])
+        np.add.at(ctx.net, (slots[valid], np.broadcast_to(j.comp[ji[app]][:, None], slots.shape)[valid]), 1.0)
+        final = np.union1d(final, key[app | (oc == 4)])
+        out.append((mi, ji, t, u, oc))
+    return [np.concatenate(x) for x in zip(*out)] if out else [np.empty(0, np.int64)] * 3 + [np.empty(0), np.empty(0, np.int64)]
+
+
+def _ts(seconds) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.to_datetime(np.asarray(seconds, dtype=np.int64), unit="s", utc=True)).as_unit("ns")
+
+
+def _versioned(n, changed, at0, at1):
+    """Row index, version and valid_from of entity histories: every entity at at0, changed ones again at at1."""
+    idx = np.concatenate([np.arange(n), np.flatnonzero(changed)])
+    ver = np.concatenate([np.zeros(n, np.int64), np.ones(int(changed.sum()), np.int64)])
+    when = np.where(ver == 1, at1[idx], at0[idx])
+    order = np.lexsort((when, idx))
+    return idx[order], ver[order], when[order]
+
+
+def _member_frame(ctx):
+    m, tax = ctx.m, ctx.tax
+    i, v, when = _versioned(m.n, m.changed, m.signup, m.tau)
+    pick = lambda pair: np.where(v == 1, pair[1][i], pair[0][i])  # noqa: E731
+    city = np.array(CITIES, dtype=object)[pick(m.city)]
+    band = BANDS[np.digitize(pick(m.years), [3, 6, 11, 16])]
+    return pd.DataFrame({
+        "member_id": (i + 1).astype(np.int64), "valid_from": _ts(when), "seniority": LEVELS[pick(m.level)],
+        "location": np.where(m.miss_loc[i], None, city), "occupation_group": tax.major_label[pick(m.occ)],
+        "experience_band": np.where(m.miss_band[i], None, band), "open_to_work": np.where(pick(m.open), "yes", "no").astype(object),
+    })
+
+
+def _job_frame(ctx):
+    j, tax = ctx.j, ctx.tax
+    i, v, when = _versioned(j.n, j.edited, j.post, j.edit_t)
+    closed = np.flatnonzero(j.closed)
+    i, v, when = (np.concatenate([i, closed]), np.concatenate([v, (j.edit_t[closed] <= j.end[closed]).astype(np.int64)]),
+                  np.concatenate([when, j.end[closed]]))
+    status = np.where(np.arange(len(i)) >= len(i) - len(closed), "closed", "open").astype(object)
+    order = np.lexsort((when, i))
+    i, v, when, status = i[order], v[order], when[order], status[order]
+    pick = lambda pair: np.where(v == 1, pair[1][i], pair[0][i])  # noqa: E731
+    return pd.DataFrame({
+        "job_id": (i + 1).astype(np.int64), "valid_from": _ts(when), "seniority": LEVELS[pick(j.level)],
+        "location": np.array(CITIES, dtype=object)[j.city[i]], "employment_type": EMPLOYMENT[j.emp[i]],
+        "occupation_group": tax.major_label[j.occ[i]], "remote": REMOTE[pick(j.remote)], "status": status,
+    })
+
+
+def _edges(ctx, sim):
+    m, j, tax, co = ctx.m, ctx.j, ctx.tax, ctx.co
+    blocks = []
+
+    def add(src_type, src, relation, dst_type, dst, when):
+        blocks.append((src_type, np.asarray(src, np.int64) + 1, relation, dst_type, np.asarray(dst, object), np.asarray(when, np.int64)))
+
+    for (sk, at), (jsk, jat) in zip(((m.skills[0], m.signup), (m.skills[1], m.tau)), ((j.skills[0], j.post), (j.skills[1], j.edit_t))):
+        add("member", sk.e[sk.struct], "has_skill", "skill", tax.skill_id[sk.s[sk.struct]], at[sk.e[sk.struct]])
+        add("job", jsk.e[jsk.struct], "requires_skill", "skill", tax.skill_id[jsk.s[jsk.struct]], jat[jsk.e[jsk.struct]])
+    titled = np.flatnonzero(m.title_mode != 2)  # free-form titles have no taxonomy match, hence no edge
+    add("member", titled, "has_title", "title", tax.occ_id[m.occ[0][titled]], m.signup[titled])
+    moved = titled[m.kind[titled] == 2]
+    add("member", moved, "has_title", "title", tax.occ_id[m.occ[1][moved]], m.tau[moved])
+    for slot in range(4):
+        w = np.flatnonzero(m.slots[:, slot] >= 0)
+        add("member", w, "works_at", "company", ctx.company_id[m.slots[w, slot]], np.maximum(m.signup[w], m.since[w, slot]))
+    jt = np.flatnonzero(j.title_mode != 2)
+    add("job", jt, "has_title", "title", tax.occ_id[j.occ[jt]], j.post[jt])
+    add("job", np.arange(j.n), "posted_by", "company", ctx.company_id[j.comp], j.post)
+    mi, ji, t, _, oc = sim
+    rng = np.random.default_rng(ctx.salt)  # own stream: delays must not shift the simulation's draws
+    end = ctx.t1 - 1
+    view = np.isin(oc, (1, 2, 3))
+    add("member", mi[view], "view", "job", ji[view] + 1, t[view])
+    for code, rel, lo, hi in ((2, "save", 30, 3600), (3, "apply", 120, 7200), (4, "dismiss", 0, 1)):
+        s = oc == code
+        add("member", mi[s], rel, "job", ji[s] + 1, np.minimum(t[s] + rng.integers(lo, hi, int(s.sum())), end))
+    n = [len(b[1]) for b in blocks]
+    dst = np.concatenate([b[4] for b in blocks])
+    is_job = np.repeat([b[3] == "job" for b in blocks], n)
+    dst[is_job] = pd.Series(dst[is_job], dtype=np.int64).astype(str).to_numpy(object) if is_job.any() else dst[is_job]
+    return pd.DataFrame({
+        "src_type": np.repeat([b[0] for b in blocks], n).astype(object),
+        "src_id": pd.Series(np.concatenate([b[1] for b in blocks])).astype(str).to_numpy(object),
+        "relation": np.repeat([b[2] for b in blocks], n).astype(object),
+        "dst_type": np.repeat([b[3] for b in blocks], n).astype(object),
+        "dst_id": dst, "event_timestamp": _ts(np.concatenate([b[5] for b in blocks])),
+    })
+
+
+def _nodes(ctx, edges):
+    tax, taxo = ctx.tax, load_taxonomy()
+    used = edges.loc[edges["dst_type"] != "job", ["dst_type", "dst_id"]].drop_duplicates()
+    labels = {"skill": dict(zip(taxo.skills["skill_id"], taxo.skills["label"])),
+              "title": dict(zip(taxo.occupations["occ_id"], taxo.occupations["label"])),
+              "company": dict(zip(ctx.company_id, ctx.co.name))}
+    nodes = used.rename(columns={"dst_type": "node_type", "dst_id": "node_id"}).sort_values(["node_type", "node_id"])
+    nodes["label"] = [labels[t][i] for t, i in zip(nodes["node_type"], nodes["node_id"])]
+    del tax
+    return nodes.reset_index(drop=True)
 
 
 def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01", months: int = 6,
              progress: bool = False) -> SyntheticMarketplace:
-    """Generate a marketplace of `members` members and `jobs` jobs over `months` months from `start` (UTC)."""
+    """Generate `members` members and `jobs` jobs interacting over `months` months from `start` (UTC)."""
     if members < 1 or jobs < 1 or months < 1:
         raise ValueError(f"generate() needs members, jobs and months >= 1, got {members}, {jobs}, {months}")
-    from star.data import _synthetic_sim as sim  # noqa: PLC0415  (see module note)
+    rng = np.random.default_rng(seed)
+    begin = pd.Timestamp(start, tz="UTC")
+    t0, t1 = int(begin.timestamp()), int((begin + pd.DateOffset(months=months)).timestamp())
+    n_weeks = -(-(t1 - t0) // WEEK)
+    with tqdm(total=n_weeks + 4, desc="synthetic marketplace", disable=not progress) as bar:
+        tax = _tax_arrays()
+        occ_member_p, occ_job_p = _occ_weights(rng, tax), _occ_weights(rng, tax)  # supply and demand differ
+        co = _companies(rng, jobs, occ_job_p)
+        m = _members(rng, tax, co, members, t0, t1, occ_member_p)
+        j = _jobs(rng, tax, co, jobs, t0, t1, occ_job_p)
+        m_keys, _ = _skill_keys(m.n, m.skills, m.changed, len(tax.skill_id))
+        j_keys, j_ptr = _skill_keys(j.n, j.skills, j.edited, len(tax.skill_id))
+        ctx = SimpleNamespace(tax=tax, co=co, m=m, j=j, m_keys=m_keys, j_keys=j_keys, j_ptr=j_ptr,
+                              n_skills=len(tax.skill_id), net=np.zeros((co.n, co.n), np.float32),
+                              salt=int(rng.integers(0, 2**63)), t1=t1,
+                              company_id=np.array([f"c{c:04d}" for c in range(co.n)], dtype=object))
+        bar.update()
+        sim = _simulate(rng, ctx, t0, t1, bar)
+        texts = write_texts(ctx, seed=int(rng.integers(0, 2**63)))
+        texts["valid_from"] = _ts(texts["valid_from"])
+        bar.update()
+        edges = _edges(ctx, sim)
+        bar.update()
+        mi, ji, t, u, oc = sim
+        order = np.lexsort((ji, mi, t))
+        truth = pd.DataFrame({"member_id": mi[order] + 1, "job_id": ji[order] + 1, "event_timestamp": _ts(t[order]),
+                              "utility": u[order].astype(np.float64), "outcome": OUTCOMES[oc[order]]})
+        market = SyntheticMarketplace(members=_member_frame(ctx), jobs=_job_frame(ctx), texts=texts, edges=edges,
+                                      nodes=_nodes(ctx, edges), truth=truth)
+        bar.update()
+    return market
 
-    return sim.run(members=members, jobs=jobs, seed=seed, start=start, months=months, progress=progress)
+
+def write_dir(market: SyntheticMarketplace, path: str | Path, fmt: str = "parquet") -> Path:
+    """Write one `<frame>.<fmt>` file per frame; CSV timestamps are ISO-8601 with offset, NaT empty."""
+    if fmt not in ("parquet", "csv"):
+        raise ValueError(f"write_dir(fmt={fmt!r}): expected 'parquet' or 'csv'")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in fields(market):
+        frame = getattr(market, f.name)
+        if fmt == "parquet":
+            frame.to_parquet(out / f"{f.name}.parquet", index=False)
+            continue
+        frame = frame.copy()
+        for col in frame.columns:
+            if isinstance(frame[col].dtype, pd.DatetimeTZDtype):
+                frame[col] = frame[col].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        frame.to_csv(out / f"{f.name}.csv", index=False)
+    return out
