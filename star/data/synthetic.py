@@ -234,14 +234,16 @@ def _jobs(rng, tax, co, n, t0, t1, occ_p):
     )
 
 
-def _skill_keys(ent, sk, n_skills):
-    """Sorted keys (2 * entity + version) * n_skills + skill; version 1 = version 0 plus the added skills."""
+def _skill_keys(n, sk, changed, n_skills):
+    """Sorted keys (2 * entity + version) * n_skills + skill, and CSR row pointers over 2 * entity + version.
+
+    Version 1 (after a profile change / job edit) holds the version-0 skills plus the added ones."""
     s0, s1 = sk
-    base1 = np.isin(s0.e, s1.e)
+    base1 = changed[s0.e]
     keys = np.concatenate([(2 * s0.e) * n_skills + s0.s, (2 * s0.e[base1] + 1) * n_skills + s0.s[base1],
                            (2 * s1.e + 1) * n_skills + s1.s])
     keys.sort()
-    return keys, np.searchsorted(keys // n_skills, np.arange(2 * ent + 1))
+    return keys, np.searchsorted(keys // n_skills, np.arange(2 * n + 1))
 
 
 def _pair_taste(keys, salt):
@@ -406,14 +408,13 @@ def _edges(ctx, sim):
 
 
 def _nodes(ctx, edges):
-    tax, taxo = ctx.tax, load_taxonomy()
+    taxo = load_taxonomy()
     used = edges.loc[edges["dst_type"] != "job", ["dst_type", "dst_id"]].drop_duplicates()
     labels = {"skill": dict(zip(taxo.skills["skill_id"], taxo.skills["label"])),
               "title": dict(zip(taxo.occupations["occ_id"], taxo.occupations["label"])),
               "company": dict(zip(ctx.company_id, ctx.co.name))}
     nodes = used.rename(columns={"dst_type": "node_type", "dst_id": "node_id"}).sort_values(["node_type", "node_id"])
     nodes["label"] = [labels[t][i] for t, i in zip(nodes["node_type"], nodes["node_id"])]
-    del tax
     return nodes.reset_index(drop=True)
 
 

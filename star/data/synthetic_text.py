@@ -10,9 +10,16 @@ unlike `choice`/`shuffle`, so a seed gives the same texts everywhere.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from star.data.taxonomy import load_taxonomy
 
 MIN_WORDS, MAX_WORDS = 40, 250
 
@@ -240,3 +247,98 @@ def _lower_first(text: str) -> str:
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+# -- company names --------------------------------------------------------------------------------
+_CO_A = ("Northwind", "Bluepeak", "Silverline", "Ironbridge", "Greenfield", "Redwood", "Brightwater", "Stonegate",
+         "Clearview", "Oakridge", "Westbrook", "Eastgate", "Highland", "Lakeside", "Riverbend", "Sunrise", "Evergreen",
+         "Horizon", "Summit", "Keystone", "Pinecrest", "Harbor", "Crescent", "Meridian", "Atlas", "Orion", "Vertex",
+         "Nimbus", "Polar", "Quantum", "Cobalt", "Granite", "Maple", "Cedar", "Falcon", "Beacon", "Pioneer", "Anchor",
+         "Compass", "Lighthouse", "Willow", "Aurora", "Vega", "Nova", "Zenith", "Apex", "Sterling", "Copper", "Emerald",
+         "Sapphire", "Juniper", "Birch", "Alder", "Fjord", "Tundra", "Delta", "Canyon", "Prairie", "Coral", "Tidal")
+_CO_B = ("Logistics", "Health", "Analytics", "Foods", "Energy", "Construction", "Robotics", "Media", "Retail", "Finance",
+         "Insurance", "Labs", "Systems", "Motors", "Textiles", "Hospitality", "Pharma", "Engineering", "Consulting",
+         "Software", "Telecom", "Farms", "Security", "Education", "Aviation", "Marine", "Mining", "Chemicals", "Studios",
+         "Travel", "Care", "Manufacturing", "Properties", "Recycling", "Water", "Clinics", "Bakeries", "Transport",
+         "Solutions", "Partners")
+_CO_FORM = ("{a} {b}", "{a} {b} Group", "{a} {b} Ltd", "{a} {b} GmbH")
+N_COMPANY_NAMES = len(_CO_A) * len(_CO_B) * len(_CO_FORM)
+
+
+def company_name(code: int) -> str:
+    """The code-th of N_COMPANY_NAMES distinct company names."""
+    a, rest = code % len(_CO_A), code // len(_CO_A)
+    return _CO_FORM[rest // len(_CO_B)].format(a=_CO_A[a], b=_CO_B[rest % len(_CO_B)])
+
+
+# -- drafting texts from the generator's state ----------------------------------------------------
+_MODES = ("canonical", "synonym", "freeform")
+_MEMBER_SKILLS, _JOB_SKILLS = 12, 14
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> SimpleNamespace:
+    tax = load_taxonomy()
+    occ_ids = tax.occupations["occ_id"].tolist()
+    alt = tax.alt_titles.groupby("occ_id")["title"].agg(tuple)
+    tasks = tax.tasks.groupby("occ_id")["task"].agg(tuple)
+    sk = tax.skills
+    return SimpleNamespace(
+        label=tax.occupations["label"].tolist(), description=tax.occupations["description"].tolist(),
+        alt=[alt.get(o, ()) for o in occ_ids], tasks=[tasks.get(o, ()) for o in occ_ids],
+        skills=[SkillMention(labels=(lab, *[a for a in alts.split("|") if a]), kind=kind)
+                for lab, alts, kind in zip(sk["label"], sk["alt_labels"], sk["skill_type"])],
+    )
+
+
+def _mention_lists(rows, n: int) -> list[list[int]]:
+    """Per entity, the skills its text mentions: those without an edge first (they must make it in)."""
+    e, s, struct = rows.e[rows.text], rows.s[rows.text], rows.struct[rows.text]
+    order = np.lexsort((struct, e))
+    ptr = np.searchsorted(e[order], np.arange(n + 1))
+    s = s[order].tolist()
+    return [s[a:b] for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())]
+
+
+def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
+    """Member profile and job posting snapshots: (entity, entity_id, valid_from [epoch s], text)."""
+    tb, w, m, j = _tables(), Writer(seed), ctx.m, ctx.j
+    name = ctx.co.name.tolist()
+    rows: list[tuple[str, int, int, str]] = []
+    base, added = _mention_lists(m.skills[0], m.n), _mention_lists(m.skills[1], m.n)
+    occ, level, city, years, opn = ([a.tolist(), b.tolist()] for a, b in (m.occ, m.level, m.city, m.years, m.open))
+    slots, kind = m.slots.tolist(), m.kind.tolist()
+    for i, (mode, signup, tau) in enumerate(zip(m.title_mode.tolist(), m.signup.tolist(), m.tau.tolist())):
+        for v, when in ((0, signup), (1, tau))[: 1 + bool(m.changed[i])]:
+            o, sl = occ[v][i], slots[i]
+            now = sl[3] if v == 1 and sl[3] >= 0 else sl[0]
+            past = tuple(name[c] for c in (sl[:3] if now == sl[3] else sl[1:3]) if c >= 0)
+            skills = ((added[i] if v else []) + base[i])[:_MEMBER_SKILLS]
+            draft = MemberDraft(
+                title=w.title(tb.label[o], tb.alt[o], _MODES[mode]), level=level[v][i], years=years[v][i],
+                city=CITIES[city[v][i]], company=name[now], past_companies=past, description=tb.description[o],
+                tasks=tb.tasks[o], skills=tuple(tb.skills[s] for s in w.shuffled(skills)), open_to_work=opn[v][i],
+                change_note=("promotion", "relocation", "new_occupation", "refresh")[kind[i]] if v else "",
+            )
+            rows.append(("member", i + 1, when, w.member(draft)))
+    base, added = _mention_lists(j.skills[0], j.n), _mention_lists(j.skills[1], j.n)
+    struct = set((j.skills[0].e[j.skills[0].struct] * len(tb.skills) + j.skills[0].s[j.skills[0].struct]).tolist())
+    level = [a.tolist() for a in j.level]
+    for i, (o, mode, post, edit_t) in enumerate(zip(j.occ.tolist(), j.title_mode.tolist(), j.post.tolist(), j.edit_t.tolist())):
+        for v, when in ((0, post), (1, edit_t))[: 1 + bool(j.edited[i])]:
+            skills = ((added[i] if v else []) + base[i])[:_JOB_SKILLS]
+            n_struct = sum(i * len(tb.skills) + s in struct for s in skills)
+            draft = JobDraft(
+                title=w.title(tb.label[o], tb.alt[o], _MODES[mode]), level=level[v][i], years=int(j.years[i]),
+                city=CITIES[int(j.city[i])], company=name[int(j.comp[i])], description=tb.description[o],
+                tasks=tuple(w.shuffled(tb.tasks[o])), skills=tuple(tb.skills[s] for s in skills),
+                n_required=max(n_struct, (len(skills) + n_struct) // 2), employment_type=_EMP[int(j.emp[i])],
+                remote=_REMOTE[int(j.remote[v][i])], edited=bool(v),
+            )
+            rows.append(("job", i + 1, when, w.job(draft)))
+    out = pd.DataFrame(rows, columns=["entity", "entity_id", "valid_from", "text"])
+    return out.astype({"entity_id": np.int64, "valid_from": np.int64})
+
+
+_EMP = tuple(EMPLOYMENT_TEXT)
+_REMOTE = tuple(REMOTE_TEXT)
