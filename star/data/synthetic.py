@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, write_texts
+from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, node_frame, write_texts
 from star.data.taxonomy import load_taxonomy
 
 DAY, WEEK = 86_400, 7 * 86_400
@@ -47,7 +47,7 @@ SEN_FIT = np.array([-0.5, 0.0, 0.35, 1.0, 0.6, 0.0, -0.5])  # by job level - mem
 # company, colleagues applied there, company quality, pair taste
 W_SKILL, W_OCC, W_SEN, W_LOC, W_DIRECT, W_COLLEAGUE, W_QUALITY, W_TASTE = 1.6, 1.0, 0.5, 0.5, 0.6, 0.6, 0.25, 0.3
 # outcome thresholds on utility + member propensity + logistic(0, BEHAVIOUR_NOISE)
-T_APPLY, T_SAVE, T_VIEW, T_DISMISS, P_DISMISS, BEHAVIOUR_NOISE = 2.3, 2.0, 1.45, 0.7, 0.5, 0.35
+T_APPLY, T_SAVE, T_VIEW, T_DISMISS, P_DISMISS, BEHAVIOUR_NOISE = 2.4, 2.05, 1.5, 0.6, 0.35, 0.35
 STRATEGY_P = np.array([0.3, 0.15, 0.15, 0.15, 0.25])  # same occ, related occ, ISCO sub-major, city, random
 
 
@@ -61,24 +61,9 @@ class SyntheticMarketplace:
     truth: pd.DataFrame  # member_id, job_id, event_timestamp, utility, outcome
 
 
-@dataclass(frozen=True)
-class _Tax:
-    occ_id: np.ndarray
-    major: np.ndarray
-    major_label: np.ndarray
-    sub: np.ndarray
-    zone: np.ndarray
-    rel: np.ndarray  # [O, O] float32 relatedness
-    rel_ptr: np.ndarray  # CSR: related occupations of each occupation
-    rel_idx: np.ndarray
-    sk_ptr: np.ndarray  # CSR: skills of each occupation (essential, optional, technology)
-    sk_idx: np.ndarray
-    sk_kind: np.ndarray  # 0 essential, 1 optional, 2 technology
-    skill_id: np.ndarray
-
-
 @functools.lru_cache(maxsize=1)
-def _tax_arrays() -> _Tax:
+def _tax_arrays() -> SimpleNamespace:
+    """Taxonomy as arrays: occupation attributes, relatedness [O, O], CSR of related occupations and skills."""
     tax = load_taxonomy()
     occ = tax.occupations
     o_pos = pd.Series(np.arange(len(occ)), index=occ["occ_id"])
@@ -87,6 +72,8 @@ def _tax_arrays() -> _Tax:
     sub = occ["isco_group"].str[:2].astype(int).to_numpy()
     ra = o_pos[tax.related_occupations["occ_id"]].to_numpy()
     rb = o_pos[tax.related_occupations["related_occ_id"]].to_numpy()
+    by_a = np.argsort(ra, kind="stable")
+    ra, rb = ra[by_a], rb[by_a]
     rel = np.where(major[:, None] == major[None, :], 0.15, 0.0).astype(np.float32)
     rel[sub[:, None] == sub[None, :]] = 0.35
     rel[ra, rb] = rel[rb, ra] = 0.6
@@ -96,7 +83,7 @@ def _tax_arrays() -> _Tax:
     kind = os_["relation"].map({"essential": 0, "optional": 1, "technology": 2}).to_numpy()
     order = np.lexsort((kind, oa))  # per occupation: essential first
     ptr = np.searchsorted(oa[order], np.arange(len(occ) + 1))
-    return _Tax(
+    return SimpleNamespace(
         occ_id=occ["occ_id"].to_numpy(object), major=major, major_label=occ["isco_major_label"].to_numpy(object),
         sub=sub, zone=occ["job_zone"].to_numpy(), rel=rel,
         rel_ptr=np.searchsorted(ra, np.arange(len(occ) + 1)), rel_idx=rb,
@@ -184,11 +171,13 @@ def _members(rng, tax, co, n, t0, t1, occ_p):
     slots[:, 1:3] = np.where(n_past[:, None] > np.arange(2), any_co[:, 1:3], -1)
     lo, hi = np.maximum(signup, t0) + 7 * DAY, t1 - 7 * DAY
     changed = (lo < hi) & (rng.random(n) < 0.3)
-    tau = np.where(changed, lo + rng.random(n) * np.maximum(hi - lo, 0), big).astype(np.int64)
+    tau = np.where(changed, lo + (rng.random(n) * np.maximum(hi - lo, 0)).astype(np.int64), big)
     kind = np.where(changed, rng.choice(4, n, p=[0.55, 0.2, 0.1, 0.15]), -1)  # promotion, move, new occ, refresh
     occ1 = np.where(kind == 2, _pick_csr(rng, tax.rel_ptr, tax.rel_idx, occ0, occ0), occ0)
     city0 = rng.choice(len(CITIES), n, p=CITY_P)
     slots[:, 3] = np.where(((kind == 0) & (rng.random(n) < 0.4)) | (kind == 2), any_co[:, 3], -1)
+    for k in range(1, 4):  # an employer appears once
+        slots[(slots[:, :k] == slots[:, k : k + 1]).any(axis=1), k] = -1
     since = np.full((n, 4), np.iinfo(np.int64).min)
     since[:, 3] = tau
     open0 = rng.random(n) < 0.35
@@ -276,9 +265,11 @@ def _utility(ctx, mi, ji, t):
     slots = m.slots[mi]
     valid = (slots >= 0) & (m.since[mi] <= t[:, None])
     direct = (valid & (slots == c[:, None])).any(axis=1)
-    col = np.where(valid, ctx.net[np.maximum(slots, 0), c[:, None]], 0.0).sum(axis=1)
+    # share of each employer's staff that applied to the job's company: size-free, so scale-stable
+    share = np.where(valid, ctx.net[np.maximum(slots, 0), c[:, None]] / ctx.staff[np.maximum(slots, 0)], 0.0)
+    colleague = 1.0 - np.exp(-4.0 * share.sum(axis=1))
     return (W_SKILL * cover + W_OCC * occ + W_SEN * sen + W_LOC * loc + W_DIRECT * direct
-            + W_COLLEAGUE * np.minimum(1.0, np.log1p(col) / np.log1p(20)) + W_QUALITY * co.quality[c]
+            + W_COLLEAGUE * colleague + W_QUALITY * co.quality[c]
             + W_TASTE * _pair_taste(mi * j.n + ji, ctx.salt))
 
 
@@ -339,7 +330,9 @@ def _versioned(n, changed, at0, at1):
 def _member_frame(ctx):
     m, tax = ctx.m, ctx.tax
     i, v, when = _versioned(m.n, m.changed, m.signup, m.tau)
-    pick = lambda pair: np.where(v == 1, pair[1][i], pair[0][i])  # noqa: E731
+    def pick(pair):
+        return np.where(v == 1, pair[1][i], pair[0][i])
+
     city = np.array(CITIES, dtype=object)[pick(m.city)]
     band = BANDS[np.digitize(pick(m.years), [3, 6, 11, 16])]
     return pd.DataFrame({
@@ -358,7 +351,10 @@ def _job_frame(ctx):
     status = np.where(np.arange(len(i)) >= len(i) - len(closed), "closed", "open").astype(object)
     order = np.lexsort((when, i))
     i, v, when, status = i[order], v[order], when[order], status[order]
-    pick = lambda pair: np.where(v == 1, pair[1][i], pair[0][i])  # noqa: E731
+
+    def pick(pair):
+        return np.where(v == 1, pair[1][i], pair[0][i])
+
     return pd.DataFrame({
         "job_id": (i + 1).astype(np.int64), "valid_from": _ts(when), "seniority": LEVELS[pick(j.level)],
         "location": np.array(CITIES, dtype=object)[j.city[i]], "employment_type": EMPLOYMENT[j.emp[i]],
@@ -367,11 +363,15 @@ def _job_frame(ctx):
 
 
 def _edges(ctx, sim):
-    m, j, tax, co = ctx.m, ctx.j, ctx.tax, ctx.co
+    m, j, tax = ctx.m, ctx.j, ctx.tax
+    member_id = np.arange(1, m.n + 1).astype(str).astype(object)
+    job_id = np.arange(1, j.n + 1).astype(str).astype(object)
     blocks = []
 
     def add(src_type, src, relation, dst_type, dst, when):
-        blocks.append((src_type, np.asarray(src, np.int64) + 1, relation, dst_type, np.asarray(dst, object), np.asarray(when, np.int64)))
+        src_id = (member_id if src_type == "member" else job_id)[src]
+        blocks.append(pd.DataFrame({"src_type": src_type, "src_id": src_id, "relation": relation, "dst_type": dst_type,
+                                    "dst_id": dst, "event_timestamp": np.asarray(when, np.int64)}))
 
     for (sk, at), (jsk, jat) in zip(((m.skills[0], m.signup), (m.skills[1], m.tau)), ((j.skills[0], j.post), (j.skills[1], j.edit_t))):
         add("member", sk.e[sk.struct], "has_skill", "skill", tax.skill_id[sk.s[sk.struct]], at[sk.e[sk.struct]])
@@ -388,34 +388,14 @@ def _edges(ctx, sim):
     add("job", np.arange(j.n), "posted_by", "company", ctx.company_id[j.comp], j.post)
     mi, ji, t, _, oc = sim
     rng = np.random.default_rng(ctx.salt)  # own stream: delays must not shift the simulation's draws
-    end = ctx.t1 - 1
-    view = np.isin(oc, (1, 2, 3))
-    add("member", mi[view], "view", "job", ji[view] + 1, t[view])
+    view = np.isin(oc, (1, 2, 3))  # a save or an apply is preceded by a view
+    add("member", mi[view], "view", "job", job_id[ji[view]], t[view])
     for code, rel, lo, hi in ((2, "save", 30, 3600), (3, "apply", 120, 7200), (4, "dismiss", 0, 1)):
         s = oc == code
-        add("member", mi[s], rel, "job", ji[s] + 1, np.minimum(t[s] + rng.integers(lo, hi, int(s.sum())), end))
-    n = [len(b[1]) for b in blocks]
-    dst = np.concatenate([b[4] for b in blocks])
-    is_job = np.repeat([b[3] == "job" for b in blocks], n)
-    dst[is_job] = pd.Series(dst[is_job], dtype=np.int64).astype(str).to_numpy(object) if is_job.any() else dst[is_job]
-    return pd.DataFrame({
-        "src_type": np.repeat([b[0] for b in blocks], n).astype(object),
-        "src_id": pd.Series(np.concatenate([b[1] for b in blocks])).astype(str).to_numpy(object),
-        "relation": np.repeat([b[2] for b in blocks], n).astype(object),
-        "dst_type": np.repeat([b[3] for b in blocks], n).astype(object),
-        "dst_id": dst, "event_timestamp": _ts(np.concatenate([b[5] for b in blocks])),
-    })
-
-
-def _nodes(ctx, edges):
-    taxo = load_taxonomy()
-    used = edges.loc[edges["dst_type"] != "job", ["dst_type", "dst_id"]].drop_duplicates()
-    labels = {"skill": dict(zip(taxo.skills["skill_id"], taxo.skills["label"])),
-              "title": dict(zip(taxo.occupations["occ_id"], taxo.occupations["label"])),
-              "company": dict(zip(ctx.company_id, ctx.co.name))}
-    nodes = used.rename(columns={"dst_type": "node_type", "dst_id": "node_id"}).sort_values(["node_type", "node_id"])
-    nodes["label"] = [labels[t][i] for t, i in zip(nodes["node_type"], nodes["node_id"])]
-    return nodes.reset_index(drop=True)
+        add("member", mi[s], rel, "job", job_id[ji[s]], np.minimum(t[s] + rng.integers(lo, hi, int(s.sum())), ctx.t1 - 1))
+    edges = pd.concat(blocks, ignore_index=True)
+    edges["event_timestamp"] = _ts(edges["event_timestamp"])
+    return edges
 
 
 def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01", months: int = 6,
@@ -437,6 +417,7 @@ def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01
         j_keys, j_ptr = _skill_keys(j.n, j.skills, j.edited, len(tax.skill_id))
         ctx = SimpleNamespace(tax=tax, co=co, m=m, j=j, m_keys=m_keys, j_keys=j_keys, j_ptr=j_ptr,
                               n_skills=len(tax.skill_id), net=np.zeros((co.n, co.n), np.float32),
+                              staff=np.maximum(np.bincount(m.slots[m.slots >= 0], minlength=co.n), 1),
                               salt=int(rng.integers(0, 2**63)), t1=t1,
                               company_id=np.array([f"c{c:04d}" for c in range(co.n)], dtype=object))
         bar.update()
@@ -451,7 +432,7 @@ def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01
         truth = pd.DataFrame({"member_id": mi[order] + 1, "job_id": ji[order] + 1, "event_timestamp": _ts(t[order]),
                               "utility": u[order].astype(np.float64), "outcome": OUTCOMES[oc[order]]})
         market = SyntheticMarketplace(members=_member_frame(ctx), jobs=_job_frame(ctx), texts=texts, edges=edges,
-                                      nodes=_nodes(ctx, edges), truth=truth)
+                                      nodes=node_frame(ctx, edges), truth=truth)
         bar.update()
     return market
 

@@ -138,12 +138,12 @@ class Writer:
         city = self.city(d.city)
         labels = [self.skill_label(s) for s in d.skills]
         head = self.pick((f"{title} at {d.company}", f"{title} | {city}", f"{title} · {d.company} · {city}",
-                          f"{title} with {d.years} years of experience"))
+                          f"{title} with {_years(d.years)} of experience"))
         intro = self.pick((
-            f"I am a {title.lower()} based in {city} with {d.years} years in the field.",
-            f"{d.years}+ years of experience, currently at {d.company} in {city}.",
+            f"I am {_article(title)} {title.lower()} based in {city} with {_years(d.years)} in the field.",
+            f"{_years(d.years)} of experience, currently at {d.company} in {city}.",
             f"Currently working at {d.company} as {title}.",
-            f"Based in {city}. I have spent the last {d.years} years working as {_article(d.title)} {d.title}.",
+            f"Based in {city}. I have spent {_years(d.years)} working as {_article(d.title)} {d.title}.",
         ))
         body = [intro]
         if d.change_note:
@@ -191,7 +191,8 @@ class Writer:
         emp = EMPLOYMENT_TEXT[d.employment_type]
         head = self.pick((f"{title} ({emp})", f"We're hiring: {title}", f"{d.company} is looking for {_article(title)} {title}",
                           f"{title} - {city}"))
-        parts = [self.pick((f"{d.company} is {_article(self.pick(ORG_ADJ))} {self.pick(ORG_ADJ)} {self.pick(ORG_WORDS)} based in {city}.",
+        adj = self.pick(ORG_ADJ)
+        parts = [self.pick((f"{d.company} is {_article(adj)} {adj} {self.pick(ORG_WORDS)} based in {city}.",
                             f"Join {d.company} in {city}.", f"At {d.company} we build great teams in {city} and beyond."))]
         if d.description:
             parts.append(self.pick(("About the role: ", "The role: ", "")) + d.description)
@@ -243,6 +244,10 @@ def _cap(text: str) -> str:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _years(n: int) -> str:
+    return "less than a year" if n == 0 else "1 year" if n == 1 else f"{n} years"
 
 
 def _article(word: str) -> str:
@@ -338,6 +343,18 @@ def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
             rows.append(("job", i + 1, when, w.job(draft)))
     out = pd.DataFrame(rows, columns=["entity", "entity_id", "valid_from", "text"])
     return out.astype({"entity_id": np.int64, "valid_from": np.int64})
+
+
+def node_frame(ctx: SimpleNamespace, edges: pd.DataFrame) -> pd.DataFrame:
+    """Every attribute node the edges reference, with its human label."""
+    tax = load_taxonomy()
+    labels = {"skill": dict(zip(tax.skills["skill_id"], tax.skills["label"])),
+              "title": dict(zip(tax.occupations["occ_id"], tax.occupations["label"])),
+              "company": dict(zip(ctx.company_id, ctx.co.name))}
+    used = edges.loc[edges["dst_type"] != "job", ["dst_type", "dst_id"]].drop_duplicates()
+    nodes = used.rename(columns={"dst_type": "node_type", "dst_id": "node_id"}).sort_values(["node_type", "node_id"])
+    nodes["label"] = [labels[t][i] for t, i in zip(nodes["node_type"], nodes["node_id"])]
+    return nodes.reset_index(drop=True)
 
 
 _EMP = tuple(EMPLOYMENT_TEXT)

@@ -165,4 +165,11 @@ def load(target, frames: dict, *, progress: bool = False) -> dict:
         market = validate(frames, known_ids=known_ids(conn))
         counts = write(conn, market, progress=progress)
         counts["new_feature_views"] = sync_versions(conn)
+    changed = [t for t, n in counts.items() if isinstance(n, int) and n and t in UPSERT]
+    if changed:  # fresh statistics, so the planner does not guess on just-loaded tables
+        from star.db import connect
+
+        with connect(target, autocommit=True) as conn:
+            for table in changed + (["id_features"] if counts["id_features_entities"] else []):
+                conn.execute(f"ANALYZE star.{table}")
     return counts

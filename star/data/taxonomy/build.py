@@ -60,7 +60,9 @@ def _read_onet(onet_dir: Path, name: str) -> pd.DataFrame:
 
 
 def _split_labels(value: str) -> list[str]:
-    return [v.strip() for v in value.split("\n") if v.strip()]
+    # a few ESCO labels carry spreadsheet residue such as "+K64"; whitespace runs are also residue
+    labels = (re.sub(r"\+K\d+$", "", " ".join(v.split())) for v in value.split("\n"))
+    return [v for v in labels if v]
 
 
 def _norm_title(title: str) -> str:
@@ -196,7 +198,7 @@ def build(shared: Path, out_dir: Path = OUT_DIR) -> dict[str, pd.DataFrame]:
     occupations = pd.DataFrame(
         {
             "occ_id": occ["occ_id"],
-            "label": occ["preferredLabel"],
+            "label": occ["preferredLabel"].map(lambda v: " ".join(v.split())),
             "isco_group": occ["iscoGroup"],
             "isco_group_label": occ["iscoGroup"].map(isco),
             "isco_major": occ["major"],
@@ -254,7 +256,7 @@ def build(shared: Path, out_dir: Path = OUT_DIR) -> dict[str, pd.DataFrame]:
     esco_skills = pd.DataFrame(
         {
             "skill_id": ["esco:skill:" + _short_id(u) for u in esco_skill_uris],
-            "label": sk["preferredLabel"].to_numpy(),
+            "label": sk["preferredLabel"].map(lambda v: " ".join(v.split())).to_numpy(),
             "alt_labels": alt_labels,
             "skill_type": sk["skillType"].replace({"skill/competence": "skill", "": "skill"}).to_numpy(),
             "reuse_level": sk["reuseLevel"].to_numpy(),
