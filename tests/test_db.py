@@ -52,3 +52,40 @@ def test_registry_keys(target):
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute("INSERT INTO star.embedding_versions (family, version, entity, feature_view) "
                          "VALUES ('f', 1, 'member', 'other')")
+
+
+def test_star_db_up_on_an_external_url_only_migrates_and_is_idempotent(empty_target):
+    """STAR_DATABASE_URL mode: `star db up` twice migrates once; `star db env` points Feast at the same database."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    star = str(Path(sys.executable).with_name("star"))
+    url = f"postgresql://{empty_target.user}@/{empty_target.dbname}?host={empty_target.host}&port={empty_target.port}"
+    env = {**os.environ, "STAR_DATABASE_URL": url}
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run([star, "db", "up"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert [o["revision"] for o in outputs] == ["0001", "0001"]
+    assert all(o["embedded"] is False for o in outputs)
+    assert db.current_revision(empty_target) == "0001"
+    exported = subprocess.run([star, "db", "env"], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert f"export STAR_PG_DATABASE={empty_target.dbname}" in exported
+    assert "export STAR_REGISTRY_URL=" in exported
+
+
+def test_bad_database_url_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    star = str(Path(sys.executable).with_name("star"))
+    env = {**os.environ, "STAR_DATABASE_URL": "mysql://root@localhost/star"}
+    done = subprocess.run([star, "db", "up"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "STAR_DATABASE_URL='mysql://root@localhost/star' is not a PostgreSQL URL" in done.stderr
