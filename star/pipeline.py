@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +49,8 @@ def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
     started = time.time()
     with db.connect(target) as conn:
         specs = published_views(conn)
-    apply(open_store(target, settings), specs)
+    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries the JSON lines
+        apply(open_store(target, settings), specs)
     return {"job": "features apply", "feature_views": [s.name for s in specs],
             "seconds": round(time.time() - started, 2)}
 
@@ -59,7 +62,8 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
     started = time.time()
     start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
     end = end or datetime.now(timezone.utc)
-    open_store(target, settings).materialize(start, end)
+    with contextlib.redirect_stdout(sys.stderr):
+        open_store(target, settings).materialize(start, end)
     return {"job": "features materialize", "start": start, "end": end, "seconds": round(time.time() - started, 2)}
 
 

@@ -31,7 +31,8 @@ SCHEMA = {
     "edges": {"src_type": "object", "src_id": "object", "relation": "object", "dst_type": "object",
               "dst_id": "object", "event_timestamp": UTC},
     "nodes": {"node_type": "object", "node_id": "object", "label": "object"},
-    "truth": {"member_id": "int64", "job_id": "int64", "event_timestamp": UTC, "utility": "float64", "outcome": "object"},
+    "truth": {"member_id": "int64", "job_id": "int64", "event_timestamp": UTC, "utility": "float64",
+              "outcome": "object"},
 }
 
 
@@ -103,6 +104,10 @@ def test_events_happen_after_signup_and_posting_inside_the_window(market):
     assert len(month) == MONTHS and month.min() > 0.3 * month.max()  # spread over the months
     truth = market.truth
     assert (truth["event_timestamp"].to_numpy() > signup.loc[truth["member_id"]].to_numpy()).all()
+    closed = market.jobs[market.jobs["status"] == "closed"].set_index("job_id")["valid_from"]
+    shown_closed = truth["job_id"].isin(closed.index)
+    closes = closed.loc[truth.loc[shown_closed, "job_id"]].to_numpy()
+    assert (truth.loc[shown_closed, "event_timestamp"].to_numpy() < closes).all()  # only open jobs are shown
     attr = market.edges[market.edges["src_type"] == "member"]
     attr = attr[~attr["relation"].isin(INTERACTIONS)]
     assert (attr["event_timestamp"].to_numpy() >= signup.loc[attr["src_id"].astype(int)].to_numpy()).all()
@@ -181,7 +186,8 @@ def test_outcomes_follow_hidden_utility(market):
     inter = _interactions(market)
     inter_pairs = inter[["src_id", "dst_id"]].astype(int).drop_duplicates()
     assert len(pairs) > len(inter_pairs) and (truth["outcome"] == "none").any()
-    assert len(inter_pairs.merge(pairs, left_on=["src_id", "dst_id"], right_on=["member_id", "job_id"])) == len(inter_pairs)
+    exposed = inter_pairs.merge(pairs, left_on=["src_id", "dst_id"], right_on=["member_id", "job_id"])
+    assert len(exposed) == len(inter_pairs)  # every interaction was an exposure
 
 
 def test_observable_features_relate_to_utility(market):
@@ -193,6 +199,18 @@ def test_observable_features_relate_to_utility(market):
     assert t.loc[same_group, "utility"].mean() > t.loc[~same_group, "utility"].mean() + 0.3
     same_city = t["location_m"] == t["location_j"]
     assert t.loc[same_city, "utility"].mean() > t.loc[~same_city, "utility"].mean()
+
+
+def test_ingestion_accepts_the_marketplace(market, tmp_path):
+    """The contract with star.data.format: in memory and through CSV files."""
+    from star.data import format as data_format
+
+    checked = data_format.validate({k: data_format.frame(getattr(market, k), k) for k in SCHEMA})
+    assert len(checked.interactions) == len(_interactions(market))
+    write_dir(market, tmp_path, fmt="csv")
+    from_files = data_format.validate(data_format.read_dir(tmp_path))
+    pd.testing.assert_frame_equal(from_files.members, checked.members)
+    assert len(from_files.attribute_edges) == len(checked.attribute_edges)
 
 
 def test_test_size_generates_fast():

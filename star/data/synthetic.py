@@ -108,26 +108,21 @@ def _pick_group(rng, items, keys, targets, fallback):
     return np.where(b > a, items[order[pos]], fallback)
 
 
-def _draw_skills(rng, tax, ent, occ, p_kind, cap, boost=None):
-    """(entity, skill) rows sorted by entity: a Bernoulli draw over each occupation's skill list."""
+def _skills(rng, tax, ent, occ, p_kind, cap, p_struct, p_text_if_struct, base=None, boost=None):
+    """Skill rows (entity, skill, has an edge, mentioned in text), sorted by entity: a Bernoulli draw over
+    each occupation's skill list (its first essential skill always), at most `cap` each, minus `base` rows."""
     n = tax.sk_ptr[occ + 1] - tax.sk_ptr[occ]
-    e = np.repeat(ent, n)
     start = np.repeat(tax.sk_ptr[occ], n)
     pos = start + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
     p = p_kind[tax.sk_kind[pos]] * (1.0 if boost is None else np.repeat(boost, n))
-    keep = (pos == start) | (rng.random(len(pos)) < p)  # the first essential skill always
-    e, s = e[keep], tax.sk_idx[pos[keep]]
+    keep = (pos == start) | (rng.random(len(pos)) < p)
+    e, s = np.repeat(ent, n)[keep], tax.sk_idx[pos[keep]]
     order = np.lexsort((rng.random(len(e)), e))
     e, s = e[order], s[order]
-    rank = np.arange(len(e)) - np.searchsorted(e, e)
-    return e[rank < cap], s[rank < cap]
-
-
-def _skills(rng, tax, ent, occ, p_kind, cap, p_struct, p_text_if_struct, base=None, boost=None):
-    """Skill rows (entity, skill, has an edge, mentioned in text); rows already in `base` are dropped."""
-    e, s = _draw_skills(rng, tax, ent, occ, p_kind, cap, boost)
+    first = np.arange(len(e)) - np.searchsorted(e, e) < cap
+    e, s = e[first], s[first]
     if base is not None:
-        new = ~np.isin(e * len(tax.skill_id) + s, base[0] * len(tax.skill_id) + base[1])
+        new = ~np.isin(e * len(tax.skill_id) + s, base.e * len(tax.skill_id) + base.s)
         e, s = e[new], s[new]
     struct = rng.random(len(e)) < p_struct
     return SimpleNamespace(e=e, s=s, struct=struct, text=rng.random(len(e)) < np.where(struct, p_text_if_struct, 0.9))
@@ -183,7 +178,7 @@ def _members(rng, tax, co, n, t0, t1, occ_p):
     open0 = rng.random(n) < 0.35
     sk0 = _skills(rng, tax, ids, occ0, np.array([0.55, 0.25, 0.4]), 30, 0.6, 0.5)
     ch = ids[changed]
-    sk1 = _skills(rng, tax, ch, occ1[ch], np.array([0.12, 0.1, 0.15]), 8, 0.6, 0.6, base=(sk0.e, sk0.s),
+    sk1 = _skills(rng, tax, ch, occ1[ch], np.array([0.12, 0.1, 0.15]), 8, 0.6, 0.6, base=sk0,
                   boost=np.where(kind[ch] == 2, 4.0, 1.0))
     return SimpleNamespace(
         n=n, occ=(occ0, occ1), level=(level0, np.where(kind == 0, np.minimum(level0 + 1, 4), level0)),
@@ -212,10 +207,11 @@ def _jobs(rng, tax, co, n, t0, t1, occ_p):
     edit_t = (post + rng.uniform(0.1, 0.6, n) * (end - post)).astype(np.int64)
     edited = (rng.random(n) < 0.15) & (edit_t < t1)
     sk0 = _skills(rng, tax, ids, occ, np.array([0.5, 0.15, 0.45]), 20, 0.7, 0.6)
-    sk1 = _skills(rng, tax, ids[edited], occ[edited], np.array([0.2, 0.2, 0.2]), 3, 0.7, 0.8, base=(sk0.e, sk0.s))
+    sk1 = _skills(rng, tax, ids[edited], occ[edited], np.array([0.2, 0.2, 0.2]), 3, 0.7, 0.8, base=sk0)
     return SimpleNamespace(
         n=n, comp=comp, occ=occ, emp=emp, post=post.astype(np.int64), end=end, closed=closed & (end < t1),
-        level=(level0, np.where(edited & (rng.random(n) < 0.3), np.clip(level0 + rng.choice([-1, 1], n), 0, 4), level0)),
+        level=(level0, np.where(edited & (rng.random(n) < 0.3),
+                                np.clip(level0 + rng.choice([-1, 1], n), 0, 4), level0)),
         remote=(remote0, np.where(edited & (rng.random(n) < 0.4), rng.choice(3, n, p=[0.3, 0.4, 0.3]), remote0)),
         city=np.where(rng.random(n) < 0.75, co.city[comp], rng.choice(len(CITIES), n, p=CITY_P)),
         edited=edited, edit_t=np.where(edited, edit_t, np.iinfo(np.int64).max),
@@ -246,6 +242,11 @@ def _pair_taste(keys, salt):
     return np.sqrt(-2 * np.log(u1)) * np.cos(2 * np.pi * u2)
 
 
+def _at(pair, idx, version):
+    """Per row, the value of `pair` (version 0, version 1) at that row's version."""
+    return np.where(version, pair[1][idx], pair[0][idx])
+
+
 def _utility(ctx, mi, ji, t):
     tax, co, m, j = ctx.tax, ctx.co, ctx.m, ctx.j
     vm, vj = (m.tau[mi] <= t).astype(np.int64), (j.edit_t[ji] <= t).astype(np.int64)
@@ -257,10 +258,10 @@ def _utility(ctx, mi, ji, t):
     q = (2 * mi + vm)[pair] * ctx.n_skills + ctx.j_keys[pos] % ctx.n_skills
     hit = ctx.m_keys[np.minimum(np.searchsorted(ctx.m_keys, q), len(ctx.m_keys) - 1)] == q
     cover = np.bincount(pair, hit, minlength=len(mi)) / np.maximum(cnt, 1)
-    occ = tax.rel[np.where(vm, m.occ[1][mi], m.occ[0][mi]), j.occ[ji]]
-    sen = SEN_FIT[np.clip(np.where(vj, j.level[1][ji], j.level[0][ji]) - np.where(vm, m.level[1][mi], m.level[0][mi]), -3, 3) + 3]
-    same_city = np.where(vm, m.city[1][mi], m.city[0][mi]) == j.city[ji]
-    loc = np.where(same_city | (np.where(vj, j.remote[1][ji], j.remote[0][ji]) == 2), 1.0, np.where(m.relocate[mi], 0.3, -0.5))
+    occ = tax.rel[_at(m.occ, mi, vm), j.occ[ji]]
+    sen = SEN_FIT[np.clip(_at(j.level, ji, vj) - _at(m.level, mi, vm), -3, 3) + 3]
+    reachable = (_at(m.city, mi, vm) == j.city[ji]) | (_at(j.remote, ji, vj) == 2)
+    loc = np.where(reachable, 1.0, np.where(m.relocate[mi], 0.3, -0.5))
     c = j.comp[ji]
     slots = m.slots[mi]
     valid = (slots >= 0) & (m.since[mi] <= t[:, None])
@@ -286,11 +287,12 @@ def _simulate(rng, ctx, t0, t1, bar):
         if len(mi) == 0 or len(open_) == 0:
             continue
         v = m.tau[mi] <= (ws + we) // 2
-        occ_m, city_m = np.where(v, m.occ[1][mi], m.occ[0][mi]), np.where(v, m.city[1][mi], m.city[0][mi])
+        occ_m, city_m = _at(m.occ, mi, v), _at(m.city, mi, v)
         strategy = rng.choice(len(STRATEGY_P), len(mi), p=STRATEGY_P)
         ji = open_[rng.integers(0, len(open_), len(mi))]
         related = _pick_csr(rng, tax.rel_ptr, tax.rel_idx, occ_m, occ_m)
-        for s, keys, target in ((0, j.occ, occ_m), (1, j.occ, related), (2, tax.sub[j.occ], tax.sub[occ_m]), (3, j.city, city_m)):
+        targets = ((j.occ, occ_m), (j.occ, related), (tax.sub[j.occ], tax.sub[occ_m]), (j.city, city_m))
+        for s, (keys, target) in enumerate(targets):
             sel = strategy == s
             ji[sel] = _pick_group(rng, open_, keys[open_], target[sel], ji[sel])
         lo = np.maximum(np.maximum(j.post[ji], m.signup[mi]), ws) + 1
@@ -311,7 +313,9 @@ def _simulate(rng, ctx, t0, t1, bar):
         np.add.at(ctx.net, (slots[valid], np.broadcast_to(j.comp[ji[app]][:, None], slots.shape)[valid]), 1.0)
         final = np.union1d(final, key[app | (oc == 4)])
         out.append((mi, ji, t, u, oc))
-    return [np.concatenate(x) for x in zip(*out)] if out else [np.empty(0, np.int64)] * 3 + [np.empty(0), np.empty(0, np.int64)]
+    if not out:
+        return [np.empty(0, np.int64)] * 3 + [np.empty(0), np.empty(0, np.int64)]
+    return [np.concatenate(x) for x in zip(*out)]
 
 
 def _ts(seconds) -> pd.DatetimeIndex:
@@ -338,7 +342,8 @@ def _member_frame(ctx):
     return pd.DataFrame({
         "member_id": (i + 1).astype(np.int64), "valid_from": _ts(when), "seniority": LEVELS[pick(m.level)],
         "location": np.where(m.miss_loc[i], None, city), "occupation_group": tax.major_label[pick(m.occ)],
-        "experience_band": np.where(m.miss_band[i], None, band), "open_to_work": np.where(pick(m.open), "yes", "no").astype(object),
+        "experience_band": np.where(m.miss_band[i], None, band),
+        "open_to_work": np.where(pick(m.open), "yes", "no").astype(object),
     })
 
 
@@ -346,8 +351,8 @@ def _job_frame(ctx):
     j, tax = ctx.j, ctx.tax
     i, v, when = _versioned(j.n, j.edited, j.post, j.edit_t)
     closed = np.flatnonzero(j.closed)
-    i, v, when = (np.concatenate([i, closed]), np.concatenate([v, (j.edit_t[closed] <= j.end[closed]).astype(np.int64)]),
-                  np.concatenate([when, j.end[closed]]))
+    closed_v = (j.edit_t[closed] <= j.end[closed]).astype(np.int64)
+    i, v, when = np.concatenate([i, closed]), np.concatenate([v, closed_v]), np.concatenate([when, j.end[closed]])
     status = np.where(np.arange(len(i)) >= len(i) - len(closed), "closed", "open").astype(object)
     order = np.lexsort((when, i))
     i, v, when, status = i[order], v[order], when[order], status[order]
@@ -373,16 +378,19 @@ def _edges(ctx, sim):
         blocks.append(pd.DataFrame({"src_type": src_type, "src_id": src_id, "relation": relation, "dst_type": dst_type,
                                     "dst_id": dst, "event_timestamp": np.asarray(when, np.int64)}))
 
-    for (sk, at), (jsk, jat) in zip(((m.skills[0], m.signup), (m.skills[1], m.tau)), ((j.skills[0], j.post), (j.skills[1], j.edit_t))):
-        add("member", sk.e[sk.struct], "has_skill", "skill", tax.skill_id[sk.s[sk.struct]], at[sk.e[sk.struct]])
-        add("job", jsk.e[jsk.struct], "requires_skill", "skill", tax.skill_id[jsk.s[jsk.struct]], jat[jsk.e[jsk.struct]])
+    for entity, relation, skills, since in (("member", "has_skill", m.skills, (m.signup, m.tau)),
+                                            ("job", "requires_skill", j.skills, (j.post, j.edit_t))):
+        for sk, at in zip(skills, since):  # version 0 at sign-up / posting, added skills at the change
+            e = sk.e[sk.struct]
+            add(entity, e, relation, "skill", tax.skill_id[sk.s[sk.struct]], at[e])
     titled = np.flatnonzero(m.title_mode != 2)  # free-form titles have no taxonomy match, hence no edge
     add("member", titled, "has_title", "title", tax.occ_id[m.occ[0][titled]], m.signup[titled])
     moved = titled[m.kind[titled] == 2]
     add("member", moved, "has_title", "title", tax.occ_id[m.occ[1][moved]], m.tau[moved])
     for slot in range(4):
         w = np.flatnonzero(m.slots[:, slot] >= 0)
-        add("member", w, "works_at", "company", ctx.company_id[m.slots[w, slot]], np.maximum(m.signup[w], m.since[w, slot]))
+        since = np.maximum(m.signup[w], m.since[w, slot])
+        add("member", w, "works_at", "company", ctx.company_id[m.slots[w, slot]], since)
     jt = np.flatnonzero(j.title_mode != 2)
     add("job", jt, "has_title", "title", tax.occ_id[j.occ[jt]], j.post[jt])
     add("job", np.arange(j.n), "posted_by", "company", ctx.company_id[j.comp], j.post)
@@ -392,7 +400,8 @@ def _edges(ctx, sim):
     add("member", mi[view], "view", "job", job_id[ji[view]], t[view])
     for code, rel, lo, hi in ((2, "save", 30, 3600), (3, "apply", 120, 7200), (4, "dismiss", 0, 1)):
         s = oc == code
-        add("member", mi[s], rel, "job", job_id[ji[s]], np.minimum(t[s] + rng.integers(lo, hi, int(s.sum())), ctx.t1 - 1))
+        at = np.minimum(t[s] + rng.integers(lo, hi, int(s.sum())), ctx.t1 - 1)
+        add("member", mi[s], rel, "job", job_id[ji[s]], at)
     edges = pd.concat(blocks, ignore_index=True)
     edges["event_timestamp"] = _ts(edges["event_timestamp"])
     return edges
@@ -404,7 +413,8 @@ def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01
     if members < 1 or jobs < 1 or months < 1:
         raise ValueError(f"generate() needs members, jobs and months >= 1, got {members}, {jobs}, {months}")
     rng = np.random.default_rng(seed)
-    begin = pd.Timestamp(start, tz="UTC")
+    begin = pd.Timestamp(start)
+    begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
     t0, t1 = int(begin.timestamp()), int((begin + pd.DateOffset(months=months)).timestamp())
     n_weeks = -(-(t1 - t0) // WEEK)
     with tqdm(total=n_weeks + 4, desc="synthetic marketplace", disable=not progress) as bar:

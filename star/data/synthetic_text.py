@@ -159,7 +159,8 @@ class Writer:
                         + _join(d.past_companies) + ".")
         if d.open_to_work:
             body.append(self.pick((f"Open to new opportunities in {city} or remote.",
-                                   "Actively looking for my next challenge.", "Open to work - feel free to reach out.")))
+                                   "Actively looking for my next challenge.",
+                                   "Open to work - feel free to reach out.")))
         elif self.chance(0.3):
             body.append("Not actively looking, but happy to connect.")
         return _fit([head] + body[:1] + self.shuffled(body[1:]), filler=d.description)
@@ -189,11 +190,12 @@ class Writer:
         title = self.with_level(d.title, d.level)
         city = self.city(d.city)
         emp = EMPLOYMENT_TEXT[d.employment_type]
-        head = self.pick((f"{title} ({emp})", f"We're hiring: {title}", f"{d.company} is looking for {_article(title)} {title}",
-                          f"{title} - {city}"))
+        head = self.pick((f"{title} ({emp})", f"We're hiring: {title}", f"{title} - {city}",
+                          f"{d.company} is looking for {_article(title)} {title}"))
         adj = self.pick(ORG_ADJ)
         parts = [self.pick((f"{d.company} is {_article(adj)} {adj} {self.pick(ORG_WORDS)} based in {city}.",
-                            f"Join {d.company} in {city}.", f"At {d.company} we build great teams in {city} and beyond."))]
+                            f"Join {d.company} in {city}.",
+                            f"At {d.company} we build great teams in {city} and beyond."))]
         if d.description:
             parts.append(self.pick(("About the role: ", "The role: ", "")) + d.description)
         duties = [_cap(t) for t in d.tasks[:4]]
@@ -210,7 +212,8 @@ class Writer:
                                 f"Contract: {emp}. Work mode: {self.pick(REMOTE_TEXT[d.remote])}.")))
         if d.edited:
             parts.append("Update: we have refreshed the requirements for this role.")
-        parts.append(self.pick(("Apply today!", "We look forward to your application.", "Sounds like you? Apply now.", "")))
+        parts.append(self.pick(("Apply today!", "We look forward to your application.",
+                                "Sounds like you? Apply now.", "")))
         return _fit([head] + parts, filler=d.description)
 
 
@@ -261,11 +264,11 @@ _CO_A = ("Northwind", "Bluepeak", "Silverline", "Ironbridge", "Greenfield", "Red
          "Nimbus", "Polar", "Quantum", "Cobalt", "Granite", "Maple", "Cedar", "Falcon", "Beacon", "Pioneer", "Anchor",
          "Compass", "Lighthouse", "Willow", "Aurora", "Vega", "Nova", "Zenith", "Apex", "Sterling", "Copper", "Emerald",
          "Sapphire", "Juniper", "Birch", "Alder", "Fjord", "Tundra", "Delta", "Canyon", "Prairie", "Coral", "Tidal")
-_CO_B = ("Logistics", "Health", "Analytics", "Foods", "Energy", "Construction", "Robotics", "Media", "Retail", "Finance",
-         "Insurance", "Labs", "Systems", "Motors", "Textiles", "Hospitality", "Pharma", "Engineering", "Consulting",
-         "Software", "Telecom", "Farms", "Security", "Education", "Aviation", "Marine", "Mining", "Chemicals", "Studios",
-         "Travel", "Care", "Manufacturing", "Properties", "Recycling", "Water", "Clinics", "Bakeries", "Transport",
-         "Solutions", "Partners")
+_CO_B = ("Logistics", "Health", "Analytics", "Foods", "Energy", "Construction", "Robotics", "Media", "Retail",
+         "Finance", "Insurance", "Labs", "Systems", "Motors", "Textiles", "Hospitality", "Pharma", "Engineering",
+         "Consulting", "Software", "Telecom", "Farms", "Security", "Education", "Aviation", "Marine", "Mining",
+         "Chemicals", "Studios", "Travel", "Care", "Manufacturing", "Properties", "Recycling", "Water", "Clinics",
+         "Bakeries", "Transport", "Solutions", "Partners")
 _CO_FORM = ("{a} {b}", "{a} {b} Group", "{a} {b} Ltd", "{a} {b} GmbH")
 N_COMPANY_NAMES = len(_CO_A) * len(_CO_B) * len(_CO_FORM)
 
@@ -278,6 +281,7 @@ def company_name(code: int) -> str:
 
 # -- drafting texts from the generator's state ----------------------------------------------------
 _MODES = ("canonical", "synonym", "freeform")
+_EMP, _REMOTE = tuple(EMPLOYMENT_TEXT), tuple(REMOTE_TEXT)  # same order as synthetic.EMPLOYMENT / REMOTE
 _MEMBER_SKILLS, _JOB_SKILLS = 12, 14
 
 
@@ -329,18 +333,19 @@ def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
     base, added = _mention_lists(j.skills[0], j.n), _mention_lists(j.skills[1], j.n)
     struct = set((j.skills[0].e[j.skills[0].struct] * len(tb.skills) + j.skills[0].s[j.skills[0].struct]).tolist())
     level = [a.tolist() for a in j.level]
-    for i, (o, mode, post, edit_t) in enumerate(zip(j.occ.tolist(), j.title_mode.tolist(), j.post.tolist(), j.edit_t.tolist())):
+    job_rows = zip(j.occ.tolist(), j.title_mode.tolist(), j.post.tolist(), j.edit_t.tolist())
+    for i, (o, mode, post, edit_t) in enumerate(job_rows):
         for v, when in ((0, post), (1, edit_t))[: 1 + bool(j.edited[i])]:
             skills = ((added[i] if v else []) + base[i])[:_JOB_SKILLS]
             n_struct = sum(i * len(tb.skills) + s in struct for s in skills)
-            draft = JobDraft(
+            posting = JobDraft(
                 title=w.title(tb.label[o], tb.alt[o], _MODES[mode]), level=level[v][i], years=int(j.years[i]),
                 city=CITIES[int(j.city[i])], company=name[int(j.comp[i])], description=tb.description[o],
                 tasks=tuple(w.shuffled(tb.tasks[o])), skills=tuple(tb.skills[s] for s in skills),
                 n_required=max(n_struct, (len(skills) + n_struct) // 2), employment_type=_EMP[int(j.emp[i])],
                 remote=_REMOTE[int(j.remote[v][i])], edited=bool(v),
             )
-            rows.append(("job", i + 1, when, w.job(draft)))
+            rows.append(("job", i + 1, when, w.job(posting)))
     out = pd.DataFrame(rows, columns=["entity", "entity_id", "valid_from", "text"])
     return out.astype({"entity_id": np.int64, "valid_from": np.int64})
 
@@ -356,6 +361,3 @@ def node_frame(ctx: SimpleNamespace, edges: pd.DataFrame) -> pd.DataFrame:
     nodes["label"] = [labels[t][i] for t, i in zip(nodes["node_type"], nodes["node_id"])]
     return nodes.reset_index(drop=True)
 
-
-_EMP = tuple(EMPLOYMENT_TEXT)
-_REMOTE = tuple(REMOTE_TEXT)
