@@ -281,7 +281,7 @@ def company_name(code: int) -> str:
 
 # -- drafting texts from the generator's state ----------------------------------------------------
 _MODES = ("canonical", "synonym", "freeform")
-_EMP, _REMOTE = tuple(EMPLOYMENT_TEXT), tuple(REMOTE_TEXT)  # same order as synthetic.EMPLOYMENT / REMOTE
+_EMP, _REMOTE = tuple(EMPLOYMENT_TEXT), tuple(REMOTE_TEXT)  # same order as synthetic_frames.EMPLOYMENT / REMOTE
 _MEMBER_SKILLS, _JOB_SKILLS = 12, 14
 
 
