@@ -77,6 +77,18 @@ def trainset(target: DbTarget, cfg, out: Path) -> dict:
     return {"job": "trainset", "out": str(out), **summary(df), "seconds": round(time.time() - started, 2)}
 
 
+def _brief(features: dict[str, list]) -> dict[str, list]:
+    """Shorten long texts and id lists for printing."""
+    def short(value):
+        if isinstance(value, str) and len(value) > 60:
+            return value[:57] + "..."
+        if isinstance(value, list) and len(value) > 4:
+            return value[:4] + [f"... {len(value) - 4} more"]
+        return value
+
+    return {name: [short(v) for v in values] for name, values in features.items()}
+
+
 def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Path("out/trainset_apply.parquet"),
          emit=print) -> dict:
     """The main job end to end on the configured database (the embedded one by default)."""
@@ -95,8 +107,8 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
         member_ids = [r[0] for r in conn.execute("SELECT member_id FROM star.members ORDER BY member_id LIMIT 2")]
         job_ids = [r[0] for r in conn.execute("SELECT job_id FROM star.jobs ORDER BY job_id LIMIT 2")]
     store = open_store(target, settings)
-    emit({"job": "online lookup", "member": online_features(target, store, "member", member_ids),
-          "job_features": online_features(target, store, "job", job_ids)})
+    emit({"job": "online lookup", "member": _brief(online_features(target, store, "member", member_ids)),
+          "job_features": _brief(online_features(target, store, "job", job_ids))})
     result = trainset(target, TrainsetConfig(task="apply"), out)
     emit(result)
     return {"job": "demo", "seconds": round(time.time() - started, 2)}

@@ -63,7 +63,7 @@ def test_star_db_up_on_an_external_url_only_migrates_and_is_idempotent(empty_tar
     from pathlib import Path
 
     star = str(Path(sys.executable).with_name("star"))
-    url = f"postgresql://{empty_target.user}@/{empty_target.dbname}?host={empty_target.host}&port={empty_target.port}"
+    url = empty_target.sqlalchemy_url()
     env = {**os.environ, "STAR_DATABASE_URL": url}
     outputs = []
     for _ in range(2):

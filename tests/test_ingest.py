@@ -106,3 +106,24 @@ def test_missing_members_file(target, tmp_path):
     del data["members"]
     with pytest.raises(IngestError, match=r"members\.\*: not found.*Fix: add members.csv"):
         load(target, read_dir(tiny_market.write(tmp_path / "m", data)))
+
+
+def test_star_seed_cli_reports_bad_input_and_exits_2(target, tmp_path):
+    """The command line shows the same message, on stderr, with exit code 2 (no traceback)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tiny_market.frames()
+    data["members"] = data["members"].assign(member_id=["1", "x7", "2"])
+    directory = tiny_market.write(tmp_path / "bad", data)
+    star = str(Path(sys.executable).with_name("star"))
+    url = target.sqlalchemy_url()
+    before = snapshot(target)
+    done = subprocess.run([star, "seed", "--from", str(directory)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "STAR_DATABASE_URL": url})
+    assert done.returncode == 2
+    assert "star: error: members.csv, row 2 (line 3), column 'member_id': 'x7' is not an integer" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert snapshot(target) == before
