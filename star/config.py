@@ -100,3 +100,8 @@ class Settings:
     @property
     def pgdata(self) -> Path:
         return self.home / "pgdata"
+
+    @property
+    def text_models(self) -> Path:
+        """Where `star text train` saves adapters (one directory per run) and `star text embed` looks."""
+        return self.home / "models" / "text"

@@ -56,15 +56,16 @@ def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
 
 
 def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
-                settings: Settings | None = None) -> dict:
+                settings: Settings | None = None, feature_views: list[str] | None = None) -> dict:
     from star.store.feast_repo import open_store
 
     started = time.time()
     start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
     end = end or datetime.now(timezone.utc)
     with contextlib.redirect_stdout(sys.stderr):
-        open_store(target, settings).materialize(start, end)
-    return {"job": "features materialize", "start": start, "end": end, "seconds": round(time.time() - started, 2)}
+        open_store(target, settings).materialize(start, end, feature_views=feature_views)
+    return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
+            "seconds": round(time.time() - started, 2)}
 
 
 def trainset(target: DbTarget, cfg, out: Path) -> dict:
@@ -75,6 +76,39 @@ def trainset(target: DbTarget, cfg, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out, index=False)
     return {"job": "trainset", "out": str(out), **summary(df), "seconds": round(time.time() - started, 2)}
+
+
+def newest_text_model(settings: Settings) -> Path | None:
+    """The most recently trained text model directory, if any."""
+    runs = sorted(settings.text_models.glob("*/star_text_model.json"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].parent if runs else None
+
+
+def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path | None = None, base: bool = False,
+               cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
+    """`star text embed`: the newest trained adapter (or `adapter`, or the base model) -> new or continued
+    versions of member_text_embedding / job_text_embedding, applied in Feast and materialized."""
+    from star.text.config import TextModelConfig
+    from star.text.embed import EmbedConfig, embed_texts
+    from star.text.model import TextEncoder, load_model
+
+    started = time.time()
+    settings = settings or Settings.from_env()
+    adapter = adapter if adapter is not None else (None if base else newest_text_model(settings))
+    if adapter is not None:
+        encoder, _, info = load_model(adapter)
+        lineage = {"adapter_dir": str(adapter), "train": info.get("metrics", {}),
+                   "comparison": info.get("comparison")}
+    else:
+        encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
+        lineage = {"adapter_dir": None}
+    results = embed_texts(target, encoder, cfg or EmbedConfig(), lineage=lineage, progress=progress)
+    changed = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
+    if changed:
+        apply_features(target, settings)
+        materialize(target, settings=settings, feature_views=changed)
+    return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
+            "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 
 def _brief(features: dict[str, list]) -> dict[str, list]:

@@ -19,6 +19,7 @@ import psycopg
 from star.data.format import ENTITIES, ID_COLUMN
 
 FAMILY_KINDS = ("categorical", "ids", "text")
+EMBEDDING_KINDS = ("text_embedding",)  # versions written by embedding jobs (star/store/embeddings.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,8 +30,9 @@ class ViewSpec:
     version: int
     entity: str
     kind: str
-    features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list')"})
+    features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list' | 'float_list')"})
     query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
+    dim: int | None = field(default=None, metadata={"help": "vector length of an embedding view"})
 
     @property
     def name(self) -> str:
@@ -50,9 +52,12 @@ def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[
     return [("text", "string"), ("text_md5", "string")] if has_text else []
 
 
-def source_query(entity: str, kind: str, features: list[tuple[str, str]]) -> str:
+def source_query(entity: str, kind: str, features: list[tuple[str, str]], table: str | None = None) -> str:
     """SQL over the star tables; identifiers were validated at ingestion (lower-case identifiers)."""
     key = ID_COLUMN[entity]
+    if kind in EMBEDDING_KINDS:
+        # Feast cannot read a `vector` column (FIELD-NOTES): hand it real[]
+        return f"SELECT {key}, event_timestamp, created, embedding::real[] AS embedding FROM {table}"
     if kind == "categorical":
         cols = ", ".join(f"attrs->>'{name}' AS \"{name}\"" for name, _ in features)
         return f"SELECT {key}, valid_from AS event_timestamp, created, {cols} FROM star.{entity}_history"
@@ -95,16 +100,17 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
 
 
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
-    """Every non-retired categorical / ids / text view version, oldest first."""
+    """Every published view version (features and embeddings), oldest first. Building versions are invisible."""
     rows = conn.execute(
-        "SELECT family, version, entity, config FROM star.embedding_versions "
-        "WHERE config->>'kind' = ANY(%s) AND status <> 'retired' ORDER BY family, version",
-        (list(FAMILY_KINDS),)).fetchall()
+        "SELECT family, version, entity, dim, config FROM star.embedding_versions "
+        "WHERE config->>'kind' = ANY(%s) AND status = 'published' ORDER BY family, version",
+        (list(FAMILY_KINDS + EMBEDDING_KINDS),)).fetchall()
     specs = []
-    for family, version, entity, config in rows:
-        features = [tuple(f) for f in config["features"]]
-        specs.append(ViewSpec(family=family, version=version, entity=entity, kind=config["kind"],
-                              features=features, query=source_query(entity, config["kind"], features)))
+    for family, version, entity, dim, config in rows:
+        kind = config["kind"]
+        features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
+        specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
+                              query=source_query(entity, kind, features, config.get("table"))))
     return specs
 
 

@@ -15,7 +15,7 @@ from typing import Iterator
 from feast import Entity, FeatureStore, FeatureView, Field, ValueType
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 from feast.repo_contents import RepoContents
-from feast.types import Array, String
+from feast.types import Array, Float32, String
 
 from star.config import FEAST_PROJECT, DbTarget, Settings
 from star.data.format import ID_COLUMN
@@ -27,7 +27,14 @@ MEMBER = Entity(name="member", join_keys=["member_id"], value_type=ValueType.INT
 JOB = Entity(name="job", join_keys=["job_id"], value_type=ValueType.INT64,
              description="A job posting of the marketplace")
 ENTITY = {"member": MEMBER, "job": JOB}
-DTYPE = {"string": String, "string_list": Array(String)}
+DTYPE = {"string": String, "string_list": Array(String), "float_list": Array(Float32)}
+
+
+def _field(name: str, dtype: str, dim: int | None) -> Field:
+    if dtype == "float_list" and dim:
+        return Field(name=name, dtype=DTYPE[dtype], vector_index=True, vector_length=dim,
+                     vector_search_metric="cosine")
+    return Field(name=name, dtype=DTYPE[dtype])
 
 
 def feature_view(spec: ViewSpec) -> FeatureView:
@@ -42,7 +49,7 @@ def feature_view(spec: ViewSpec) -> FeatureView:
         name=spec.name,
         entities=[ENTITY[spec.entity]],
         ttl=timedelta(0),  # no expiry: an attribute stays valid until the next change
-        schema=[Field(name=name, dtype=DTYPE[dtype]) for name, dtype in spec.features],
+        schema=[_field(name, dtype, spec.dim) for name, dtype in spec.features],
         source=source,
         online=True,
         tags={"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,

@@ -1,0 +1,192 @@
+"""Embedding versions in PostgreSQL: one table per version, staged writes, atomic publication.
+
+    star.embedding_versions (family, version): status building -> published, lineage in config / metrics
+    star.<family>_v<k>           (<id>, event_timestamp, created, text_md5, embedding vector(d), is_current)
+                                 + HNSW (cosine) over the current snapshot of each entity
+    star.<family>_v<k>__staging  UNLOGGED; batches land here and are committed one by one, so a killed run
+                                 keeps its work; `publish` moves them into the version table, builds the index
+                                 (first time) and marks the version published, all in one transaction.
+
+Consumers (Feast views, SQL) only see published versions and whole runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from star.data.format import ID_COLUMN
+from star.errors import StarError
+
+
+class EmbeddingVersionError(StarError):
+    """A version does not exist, or disagrees with what a job was asked to write."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingVersion:
+    family: str
+    version: int
+    entity: str
+    dim: int
+    status: str
+    fingerprint_hash: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}_v{self.version}"
+
+    @property
+    def table(self) -> sql.Composed:
+        return sql.Identifier("star", self.name)
+
+    @property
+    def staging(self) -> sql.Composed:
+        return sql.Identifier("star", f"{self.name}__staging")
+
+    @property
+    def key(self) -> str:
+        return ID_COLUMN[self.entity]
+
+
+def fingerprint_hash(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _row(r) -> EmbeddingVersion:
+    family, version, entity, dim, status, config = r
+    return EmbeddingVersion(family=family, version=version, entity=entity, dim=dim, status=status,
+                            fingerprint_hash=config.get("fingerprint_hash", ""))
+
+
+SELECT_VERSION = ("SELECT family, version, entity, dim, status, config FROM star.embedding_versions "
+                  "WHERE family = %(family)s")
+
+
+def get_version(conn: psycopg.Connection, family: str, version: int) -> EmbeddingVersion:
+    r = conn.execute(SELECT_VERSION + " AND version = %(version)s", {"family": family, "version": version}).fetchone()
+    if r is None:
+        known = [v for (v,) in conn.execute(
+            "SELECT version FROM star.embedding_versions WHERE family = %s ORDER BY 1", (family,))]
+        raise EmbeddingVersionError(f"{family} version {version} does not exist (versions: {known or 'none'}); "
+                                    f"run `star text embed` to create one")
+    return _row(r)
+
+
+def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: int, kind: str, fingerprint: dict,
+                   model: str) -> tuple[EmbeddingVersion, bool]:
+    """The version built from this exact fingerprint (to continue it), or a new one in status 'building'."""
+    fp_hash = fingerprint_hash(fingerprint)
+    conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
+    r = conn.execute(SELECT_VERSION + " AND config->>'fingerprint_hash' = %(h)s AND status <> 'retired'"
+                     " ORDER BY version DESC LIMIT 1", {"family": family, "h": fp_hash}).fetchone()
+    if r is not None:
+        found = _row(r)
+        if found.dim != dim:
+            raise EmbeddingVersionError(
+                f"{found.name} holds {found.dim}-d embeddings but the model now gives {dim}-d; a model change must "
+                "change its fingerprint: check the model directory, or retire the version")
+        return found, False
+    (latest,) = conn.execute("SELECT coalesce(max(version), 0) FROM star.embedding_versions WHERE family = %s",
+                             (family,)).fetchone()
+    v = EmbeddingVersion(family=family, version=latest + 1, entity=entity, dim=dim, status="building",
+                         fingerprint_hash=fp_hash)
+    conn.execute(
+        "INSERT INTO star.embedding_versions (family, version, entity, dim, status, feature_view, model, config) "
+        "VALUES (%s, %s, %s, %s, 'building', %s, %s, %s)",
+        (family, v.version, entity, dim, v.name, model,
+         json.dumps({"kind": kind, "fingerprint_hash": fp_hash, "fingerprint": fingerprint,
+                     "table": f"star.{v.name}"}, default=str)))
+    conn.execute(sql.SQL(
+        "CREATE TABLE {t} ({key} bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
+        "created timestamptz NOT NULL DEFAULT now(), text_md5 text NOT NULL, embedding vector({dim}) NOT NULL, "
+        "is_current boolean NOT NULL DEFAULT false, PRIMARY KEY ({key}, event_timestamp))").format(
+        t=v.table, key=sql.Identifier(v.key), dim=sql.Literal(dim)))
+    return v, True
+
+
+def ensure_staging(conn: psycopg.Connection, v: EmbeddingVersion) -> None:
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (LIKE {t} INCLUDING DEFAULTS)").format(
+        s=v.staging, t=v.table))
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {i} ON {s} ({key}, event_timestamp)").format(
+        i=sql.Identifier(f"{v.name}__staging_key"), s=v.staging, key=sql.Identifier(v.key)))
+
+
+PENDING = """
+SELECT s.entity_id, s.valid_from, s.text_md5, s.text
+FROM star.text_snapshots s
+LEFT JOIN {t} v ON v.{key} = s.entity_id AND v.event_timestamp = s.valid_from
+LEFT JOIN {s} g ON g.{key} = s.entity_id AND g.event_timestamp = s.valid_from
+WHERE s.entity = %(entity)s
+  AND v.text_md5 IS DISTINCT FROM s.text_md5
+  AND g.text_md5 IS DISTINCT FROM s.text_md5
+ORDER BY s.entity_id, s.valid_from
+"""
+
+
+def pending(conn: psycopg.Connection, v: EmbeddingVersion) -> tuple[pd.DataFrame, int]:
+    """Snapshots whose text is new or changed since this version embedded them, and the count of all snapshots."""
+    rows = conn.execute(sql.SQL(PENDING).format(t=v.table, s=v.staging, key=sql.Identifier(v.key)),
+                        {"entity": v.entity}).fetchall()
+    (total,) = conn.execute("SELECT count(*) FROM star.text_snapshots WHERE entity = %s", (v.entity,)).fetchone()
+    return pd.DataFrame(rows, columns=["entity_id", "valid_from", "text_md5", "text"]), total
+
+
+def stage(conn: psycopg.Connection, v: EmbeddingVersion, batch: pd.DataFrame, embeddings: np.ndarray) -> None:
+    """Write one batch into staging (binary COPY, pgvector) and commit it."""
+    if embeddings.shape[1] != v.dim:
+        raise EmbeddingVersionError(f"{v.name} is {v.dim}-d but the batch is {embeddings.shape[1]}-d")
+    register_vector(conn)
+    with conn.transaction():
+        conn.execute(sql.SQL("DELETE FROM {s} WHERE ({key}, event_timestamp) IN "
+                             "(SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))").format(
+            s=v.staging, key=sql.Identifier(v.key)),
+            (batch["entity_id"].tolist(), list(batch["valid_from"])))
+        with conn.cursor().copy(sql.SQL("COPY {s} ({key}, event_timestamp, text_md5, embedding) "
+                                        "FROM STDIN WITH (FORMAT BINARY)").format(
+                s=v.staging, key=sql.Identifier(v.key))) as cp:
+            cp.set_types(["bigint", "timestamptz", "text", "vector"])
+            for eid, ts, md5, emb in zip(batch["entity_id"], batch["valid_from"], batch["text_md5"], embeddings):
+                cp.write_row((int(eid), ts, md5, emb))
+
+
+MARK_CURRENT = """
+UPDATE {t} t SET is_current = (t.event_timestamp = m.latest)
+FROM (SELECT {key}, max(event_timestamp) AS latest FROM {t}
+      WHERE {key} IN (SELECT {key} FROM {s}) GROUP BY {key}) m
+WHERE t.{key} = m.{key} AND t.is_current IS DISTINCT FROM (t.event_timestamp = m.latest)
+"""
+
+
+def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hnsw_m: int = 16,
+            hnsw_ef_construction: int = 64) -> int:
+    """Move staged rows into the version table, index it, mark it published: one transaction. Returns rows moved."""
+    with conn.transaction():
+        cur = conn.execute(sql.SQL(
+            "INSERT INTO {t} ({key}, event_timestamp, created, text_md5, embedding) "
+            "SELECT {key}, event_timestamp, now(), text_md5, embedding FROM {s} "
+            "ON CONFLICT ({key}, event_timestamp) DO UPDATE SET text_md5 = EXCLUDED.text_md5, "
+            "embedding = EXCLUDED.embedding, created = EXCLUDED.created").format(
+            t=v.table, s=v.staging, key=sql.Identifier(v.key)))
+        moved = cur.rowcount
+        conn.execute(sql.SQL(MARK_CURRENT).format(t=v.table, s=v.staging, key=sql.Identifier(v.key)))
+        # only the current snapshot of each entity is indexed: similarity search never returns stale texts
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops) "
+                             "WITH (m = {m}, ef_construction = {ef}) WHERE is_current").format(
+            i=sql.Identifier(f"{v.name}_hnsw"), t=v.table, m=sql.Literal(hnsw_m), ef=sql.Literal(hnsw_ef_construction)))
+        conn.execute(sql.SQL("DROP TABLE {s}").format(s=v.staging))
+        start, end = conn.execute(sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {t}").format(
+            t=v.table)).fetchone()
+        conn.execute(
+            "UPDATE star.embedding_versions SET status = 'published', data_start = %s, data_end = %s, "
+            "metrics = metrics || %s, updated_at = now() WHERE family = %s AND version = %s",
+            (start, end, json.dumps(metrics, default=str), v.family, v.version))
+    conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
+    return moved
