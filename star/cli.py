@@ -16,7 +16,9 @@ from star.errors import StarError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: embedded PostgreSQL + pgvector, or STAR_DATABASE_URL.")
 features_app = typer.Typer(no_args_is_help=True, help="The Feast repo: apply the catalog's views, materialize.")
+text_app = typer.Typer(no_args_is_help=True, help="Text (LLM) embeddings: fine-tune the bi-encoder, embed texts.")
 app.add_typer(db_app, name="db")
+app.add_typer(text_app, name="text")
 app.add_typer(features_app, name="features")
 
 
@@ -171,18 +173,65 @@ def online(
     _emit(online_features(target, open_store(target), entity, ids))
 
 
+@text_app.command("train")
+def text_train(
+    model_dir: Optional[str] = typer.Option(None, help="local Hugging Face model dir (default: shipped MiniLM)"),
+    pooling: str = typer.Option("auto", help="mean | cls_layers | last_token | auto"),
+    mode: str = typer.Option("bce+contrastive", help="frozen_head | bce | bce+contrastive"),
+    max_steps: int = typer.Option(60, help="optimizer steps"),
+    batch: int = typer.Option(16, help="per-device batch"),
+    grad_accum: int = typer.Option(2, help="gradient accumulation steps"),
+    lambda_c: float = typer.Option(0.1, help="weight of the semi-hard triplet term"),
+    max_length: int = typer.Option(256, help="max tokens per text (every kind)"),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
+    task: str = typer.Option("apply", help="interaction relation labelled 1"),
+    compare: bool = typer.Option(True, help="also train the frozen and BCE-only baselines (Table 2)"),
+) -> None:
+    """Fine-tune the shared LoRA bi-encoder on point-in-time member/job pairs; saves adapter + config together."""
+    from star import pipeline
+    from star.text.config import TextModelConfig, TrainConfig
+
+    model_cfg = TextModelConfig(model_dir=model_dir, pooling=pooling, precision=precision,
+                                max_length={"job": max_length, "member": max_length, "resume": max_length})
+    train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
+                            lambda_c=lambda_c)
+    _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare))
+
+
+@text_app.command("embed")
+def text_embed(
+    adapter: Optional[Path] = typer.Option(None, help="a trained model dir (default: the newest trained one)"),
+    base: bool = typer.Option(False, help="embed with the base model even if an adapter was trained"),
+    model_dir: Optional[str] = typer.Option(None, help="with --base: local model dir (default: shipped MiniLM)"),
+    entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
+    version: Optional[int] = typer.Option(None, help="continue exactly this version (checked against the model)"),
+    batch_size: int = typer.Option(64, help="texts per forward pass"),
+    skip_empty: bool = typer.Option(False, help="leave empty texts out instead of failing"),
+) -> None:
+    """Embed member profiles and job postings into versioned feature views; only new or changed texts."""
+    from star import pipeline
+    from star.text.embed import EmbedConfig
+
+    cfg = EmbedConfig(entities=(entity,) if entity else ("member", "job"), version=version, batch_size=batch_size,
+                      skip_empty=skip_empty)
+    _emit(pipeline.text_embed(_target(), model_dir=model_dir, adapter=adapter, base=base, cfg=cfg))
+
+
 @app.command()
 def demo(
     members: int = typer.Option(2000, help="synthetic members"),
     jobs: int = typer.Option(400, help="synthetic jobs"),
     seed_: int = typer.Option(0, "--seed", help="synthetic seed"),
     out: Path = typer.Option(Path("out/trainset_apply.parquet"), help="where the training set goes"),
+    text: bool = typer.Option(True, help="also fine-tune the text model (briefly) and embed the texts"),
+    train_steps: int = typer.Option(30, help="text fine-tuning steps"),
 ) -> None:
     """The main job end to end: database, migrations, synthetic marketplace, feast apply, materialize,
     an online lookup and a point-in-time training set."""
     from star import pipeline
 
-    _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, emit=_emit))
+    _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, text=text, train_steps=train_steps,
+                        emit=_emit))
 
 
 def main() -> None:

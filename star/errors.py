@@ -35,3 +35,11 @@ class FeatureRepoError(StarError):
 
 class TrainsetError(StarError):
     """A training set cannot be built as asked."""
+
+
+class TextModelError(StarError):
+    """A text model, adapter or saved text checkpoint cannot be loaded or saved as asked."""
+
+
+class TextInputError(StarError):
+    """Texts or a pairs frame given to the text model are unusable (empty text, unknown kind, missing column)."""

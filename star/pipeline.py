@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -79,9 +80,49 @@ def trainset(target: DbTarget, cfg, out: Path) -> dict:
 
 
 def newest_text_model(settings: Settings) -> Path | None:
-    """The most recently trained text model directory, if any."""
-    runs = sorted(settings.text_models.glob("*/star_text_model.json"), key=lambda p: p.stat().st_mtime)
+    """The final model of the most recent `star text train` run, if any."""
+    runs = sorted(settings.text_models.glob("*/model/star_text_model.json"), key=lambda p: p.stat().st_mtime)
     return runs[-1].parent if runs else None
+
+
+def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = "apply", compare: bool = True,
+               settings: Settings | None = None, progress: bool = True) -> dict:
+    """`star text train`: point-in-time pairs -> LoRA fine-tune (BCE + semi-hard triplet) -> <run>/model.
+
+    With `compare`, the frozen-base + head baseline and the BCE-only model are trained on the same time split
+    too, and the Table-2-style comparison is stored beside the model (and later in the embedding version).
+    """
+    import shutil
+
+    from star.store.trainset import TrainsetConfig, build_trainset
+    from star.text.config import TextModelConfig, TrainConfig
+    from star.text.evaluate import compare as compare_modes
+    from star.text.evaluate import format_table
+    from star.text.train import train
+
+    started = time.time()
+    settings = settings or Settings.from_env()
+    model_cfg, train_cfg = model_cfg or TextModelConfig(), train_cfg or TrainConfig()
+    pairs = build_trainset(target, TrainsetConfig(task=task))
+    run = settings.text_models / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    if compare:
+        modes = tuple(dict.fromkeys(("frozen_head", "bce", "bce+contrastive", train_cfg.mode)))
+        result = compare_modes(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=run / "compare",
+                               modes=modes, progress=progress)
+        print(format_table(result), file=sys.stderr)
+        shutil.copytree(run / "compare" / train_cfg.mode, run / "model")
+        metrics = {r["model"]: {"val_auc": r["val_auc"], "relative_to_frozen": r["relative_to_frozen"]}
+                   for r in result["rows"]}
+    else:
+        metrics = train(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=run / "model",
+                        progress=progress).metrics
+    return {"job": "text train", "model": str(run / "model"), "mode": train_cfg.mode, "pairs": len(pairs),
+            "metrics": metrics, "seconds": round(time.time() - started, 2)}
+
+
+def _comparison(model_dir: Path) -> dict | None:
+    path = model_dir.parent / "compare" / "comparison.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path | None = None, base: bool = False,
@@ -98,7 +139,7 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
     if adapter is not None:
         encoder, _, info = load_model(adapter)
         lineage = {"adapter_dir": str(adapter), "train": info.get("metrics", {}),
-                   "comparison": info.get("comparison")}
+                   "comparison": _comparison(Path(adapter))}
     else:
         encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
         lineage = {"adapter_dir": None}
@@ -124,7 +165,7 @@ def _brief(features: dict[str, list]) -> dict[str, list]:
 
 
 def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Path("out/trainset_apply.parquet"),
-         emit=print) -> dict:
+         text: bool = True, train_steps: int = 30, emit=print) -> dict:
     """The main job end to end on the configured database (the embedded one by default)."""
     from star.store.feast_repo import open_store
     from star.store.online import online_features
@@ -145,4 +186,9 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
           "job_features": _brief(online_features(target, store, "job", job_ids))})
     result = trainset(target, TrainsetConfig(task="apply"), out)
     emit(result)
+    if text:
+        from star.text.config import TrainConfig
+
+        emit(text_train(target, train_cfg=TrainConfig(max_steps=train_steps), settings=settings))
+        emit(text_embed(target, settings=settings))
     return {"job": "demo", "seconds": round(time.time() - started, 2)}

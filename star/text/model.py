@@ -1,0 +1,351 @@
+"""The text tower: one shared encoder (+ one shared LoRA adapter) for every input kind, and the Hadamard match head.
+
+    text --prompt[kind] + tokenize (max_length[kind])--> base model (+ LoRA) --pool--> L2-normalise --> z (d,)
+    z_member, z_job --Hadamard--> Linear/ReLU (head_hidden) --> logit            (paper §3.1)
+
+Models load only from local directories (`local_files_only=True`); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from star.errors import TextInputError, TextModelError
+from star.text.config import TextModelConfig, TrainConfig, is_decoder_dir
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+CHECKPOINT_JSON = "star_text_model.json"
+HEAD_FILE = "head.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+
+
+@functools.lru_cache(maxsize=1)  # asked on every forward pass; the CPU does not change
+def cpu_has_bf16() -> bool:
+    """Native bf16 on this CPU (avx512_bf16 or AMX); without it bf16 autocast is emulated and slower than fp32."""
+    if "AMX" in torch.backends.cpu.get_cpu_capability():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+@dataclass
+class EncodeResult:
+    embeddings: np.ndarray  # float32 (n, d), L2-normalised, in input order
+    truncated: int  # texts longer than max_length[kind] (prompt included)
+    seconds: float
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + base model (+ LoRA adapter when trainable or loaded) + pooling; see the module docstring."""
+
+    def __init__(self, cfg: TextModelConfig, *, adapter_dir: str | None = None, trainable: bool = False):
+        super().__init__()
+        self.cfg = cfg.resolved()
+        self.decoder = is_decoder_dir(self.cfg.model_dir)
+        self.tokenizer = _load_tokenizer(self.cfg.model_dir, decoder=self.decoder)
+        base = _load_base(self.cfg.model_dir)
+        self._forward_keys = set(inspect.signature(base.forward).parameters)
+        self.model = _with_adapter(base, self.cfg, adapter_dir=adapter_dir, trainable=trainable)
+        self.has_adapter = self.model is not base
+
+    @property
+    def dim(self) -> int:
+        return int(self.base_model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.model.get_base_model() if self.has_adapter else self.model
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def enable_gradient_checkpointing(self) -> None:
+        # Non-reentrant checkpointing works with frozen inputs; peft still wants input grads for the reentrant path.
+        base = self.base_model
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.has_adapter:
+            self.model.enable_input_require_grads()
+
+    def autocast(self):
+        dev = self.device
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(self.cfg.precision, dev))
+
+    def forward(self, texts: list[str], kind: str) -> torch.Tensor:
+        """(n, d) L2-normalised embeddings, with gradients when the adapter is trainable."""
+        self._check(texts, kind)
+        enc, _ = self._tokenize(texts, kind)
+        return self._embed(self.tokenizer.pad(enc, return_tensors="pt"))
+
+    def encode(self, texts: list[str], kind: str, *, batch_size: int = 64, progress: bool = False) -> EncodeResult:
+        """Inference: no grad, eval mode, batches of similar length (less padding, ~2x faster on CPU)."""
+        self._check(texts, kind)
+        start = time.perf_counter()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return EncodeResult(embeddings=out, truncated=0, seconds=0.0)
+        enc, truncated = self._tokenize(texts, kind)
+        order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for lo in tqdm(range(0, len(texts), batch_size), disable=not progress, desc=f"encode {kind}",
+                               unit="batch"):
+                    idx = order[lo:lo + batch_size]
+                    batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt")
+                    out[idx] = self._embed(batch).float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return EncodeResult(embeddings=out, truncated=truncated, seconds=time.perf_counter() - start)
+
+    def fingerprint(self) -> dict:
+        return {"model_dir": self.cfg.model_dir, "model_checksum": model_checksum(self.cfg.model_dir),
+                "adapter_checksum": self.adapter_checksum(), "config": self.cfg.to_dict()}
+
+    def adapter_checksum(self) -> str | None:
+        """sha256 over the adapter's tensors (what adapter_model.safetensors holds), None without an adapter.
+
+        Hashing tensors rather than file bytes keeps the checksum equal in memory, after save and after load
+        (adapter_config.json embeds the absolute base-model path, which would make equal adapters differ)."""
+        if not self.has_adapter:
+            return None
+        from peft import get_peft_model_state_dict
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(get_peft_model_state_dict(self.model).items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _check(self, texts: list[str], kind: str) -> None:
+        if kind not in self.cfg.prompts:
+            raise TextInputError(f"unknown text kind {kind!r}; TextModelConfig.prompts has "
+                                 f"{', '.join(sorted(self.cfg.prompts))}")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+            raise TextInputError(f"{len(bad)} {kind} text(s) empty, whitespace-only or not a string at positions "
+                                 f"{shown}; drop or fill those rows before encoding")
+
+    def _tokenize(self, texts: list[str], kind: str) -> tuple[dict, int]:
+        """Unpadded token ids (only the keys the model takes) and how many texts max_length cut."""
+        prompted = [self.cfg.prompts[kind] + t for t in texts]
+        limit = self.cfg.max_length[kind]
+        full = self.tokenizer(prompted, truncation=False, return_attention_mask=False,
+                              return_token_type_ids=False, verbose=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id if self.decoder and self.cfg.pooling != "mean" else None
+        if eos is not None:
+            # E5-Mistral-style embedders summarise the text into a final EOS, but decoder tokenizers mostly add
+            # only BOS: append it, inside max_length, so the pooled token is the one the model was trained on.
+            closed = [x if x and x[-1] == eos else x + [eos] for x in full]
+            ids = [x if len(x) <= limit else x[:limit - 1] + [eos] for x in closed]
+            return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}, sum(
+                len(x) > limit for x in closed)
+        enc = self.tokenizer(prompted, truncation=True, max_length=limit)
+        keep = {k: v for k, v in enc.items() if k in self._forward_keys}
+        return keep, sum(len(x) > limit for x in full)
+
+    def _embed(self, batch) -> torch.Tensor:
+        dev = self.device
+        inputs = {k: v.to(dev) for k, v in batch.items() if k in self._forward_keys}
+        mask = inputs["attention_mask"]
+        if self.decoder and "position_ids" in self._forward_keys:
+            # Left padding must not shift the real tokens' positions, or a text's vector depends on its batch.
+            inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+        if "use_cache" in self._forward_keys:
+            inputs["use_cache"] = False
+        layers = self.cfg.pooling == "cls_layers"
+        with self.autocast():
+            out = self.model(**inputs, output_hidden_states=layers)
+        return F.normalize(_pool(out, mask, self.cfg.pooling, decoder=self.decoder), dim=-1)
+
+
+def _pool(out, mask: torch.Tensor, pooling: str, *, decoder: bool) -> torch.Tensor:
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (mask * positions).argmax(1)  # last real token, whichever side the padding is on
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    if pooling == "mean":
+        keep = mask.unsqueeze(-1).bool()
+        # masked_fill, not a product: a fully masked pad row may hold NaN and NaN * 0 is NaN.
+        summed = out.last_hidden_state.float().masked_fill(~keep, 0.0).sum(1)
+        return summed / keep.sum(1).clamp(min=1)
+    if pooling == "last_token":
+        return out.last_hidden_state.float()[rows, last]
+    # cls_layers: the summary token averaged over the transformer layers (embedding output excluded: its [CLS] is
+    # the same for every text). A causal decoder's first token sees nothing else, so decoders use the last one.
+    first = mask.argmax(1)
+    token = last if decoder else first
+    stacked = torch.stack([h.float()[rows, token] for h in out.hidden_states[1:]])
+    return stacked.mean(0)
+
+
+class MatchHead(nn.Module):
+    """z_member * z_job (Hadamard) -> [Linear, ReLU] per head_hidden -> Linear -> logit."""
+
+    def __init__(self, *, dim: int, hidden: tuple[int, ...] = (128,)):
+        super().__init__()
+        self.dim, self.hidden = int(dim), tuple(int(h) for h in hidden)
+        layers, width = [], self.dim
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z_member: torch.Tensor, z_job: torch.Tensor) -> torch.Tensor:
+        # Entries of a product of unit vectors are ~1/d; scaling by d gives the first layer O(1) inputs.
+        return self.net(z_member.float() * z_job.float() * self.dim).squeeze(-1)
+
+
+def model_checksum(model_dir: str | Path) -> str:
+    """Cheap identity of a base model: config.json bytes + names and sizes of the weight files."""
+    root = Path(model_dir)
+    digest = hashlib.sha256((root / "config.json").read_bytes())
+    for path in sorted({p for pattern in WEIGHT_PATTERNS for p in root.glob(pattern)}):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def save_model(out_dir, encoder: TextEncoder, head: MatchHead, model_cfg: TextModelConfig,
+               train_cfg: TrainConfig | None, metrics: dict) -> Path:
+    """Adapter (out_dir/adapter; none for a frozen base), head weights and one star_text_model.json."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if encoder.has_adapter:
+        encoder.model.save_pretrained(str(out / ADAPTER_DIR))
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
+    doc = {"format": "star-text-model/1", "model_config": model_cfg.resolved().to_dict(),
+           "train_config": train_cfg.to_dict() if train_cfg is not None else None, "metrics": metrics,
+           "fingerprint": encoder.fingerprint(), "adapter": ADAPTER_DIR if encoder.has_adapter else None,
+           "head": {"file": HEAD_FILE, "dim": head.dim, "hidden": list(head.hidden)}}
+    tmp = out / (CHECKPOINT_JSON + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_json_default))
+    tmp.replace(out / CHECKPOINT_JSON)
+    return out
+
+
+def load_model(out_dir) -> tuple[TextEncoder, MatchHead, dict]:
+    """The encoder (with its adapter, frozen), the head and the checkpoint's json document."""
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    path = out / CHECKPOINT_JSON
+    if not path.is_file():
+        raise TextModelError(f"{out} holds no {CHECKPOINT_JSON}; pass a directory written by save_model / train")
+    doc = json.loads(path.read_text())
+    cfg = TextModelConfig.from_dict(doc["model_config"])
+    saved = doc["fingerprint"]["model_checksum"]
+    if Path(cfg.model_dir).is_dir() and model_checksum(cfg.model_dir) != saved:
+        raise TextModelError(f"the base model at {cfg.model_dir} is not the one {out} was trained on (checksum "
+                             "differs); restore that model or retrain")
+    encoder = TextEncoder(cfg, adapter_dir=str(out / doc["adapter"]) if doc["adapter"] else None)
+    head = MatchHead(dim=doc["head"]["dim"], hidden=tuple(doc["head"]["hidden"]))
+    head.load_state_dict(load_file(str(out / doc["head"]["file"])))
+    encoder.eval()
+    head.eval()
+    return encoder, head, doc
+
+
+def _load_tokenizer(model_dir: str, *, decoder: bool):
+    from transformers import AutoTokenizer
+
+    if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise TextModelError(f"{model_dir} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                             "model's tokenizer there with tokenizer.save_pretrained(dir)")
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TextModelError(f"cannot load the tokenizer in {model_dir}: {exc}") from exc
+    if tok.pad_token is None:
+        # Decoder tokenizers often lack a pad token; padded positions are masked, so any id will do.
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if decoder:
+        tok.padding_side = "left"  # the last position is then the last real token (E5-Mistral convention)
+    return tok
+
+
+def _load_base(model_dir: str) -> nn.Module:
+    from transformers import AutoModel
+
+    if not any(p for pattern in WEIGHT_PATTERNS for p in Path(model_dir).glob(pattern)):
+        raise TextModelError(f"{model_dir} has no model weights (*.safetensors or pytorch_model*.bin); save the "
+                             "model there with model.save_pretrained(dir)")
+    try:
+        # fp32 master weights: bf16 comes from autocast, so LoRA updates are not rounded away.
+        return AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise TextModelError(f"cannot load the model in {model_dir}: {exc}") from exc
+
+
+def _with_adapter(base: nn.Module, cfg: TextModelConfig, *, adapter_dir: str | None, trainable: bool) -> nn.Module:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter_dir is not None:
+        if not (Path(adapter_dir) / "adapter_config.json").is_file():
+            raise TextModelError(f"{adapter_dir} holds no LoRA adapter (adapter_config.json); pass the 'adapter' "
+                                 "directory written by save_model, or adapter_dir=None")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=trainable)
+    elif trainable:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.target_modules), bias="none")
+        try:
+            with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated is_gradient_checkpointing
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = get_peft_model(base, lora)
+        except ValueError as exc:
+            raise TextModelError(f"LoRA target_modules {cfg.target_modules} do not match {cfg.model_dir}: {exc}; "
+                                 "set TextModelConfig.target_modules to linear layer names of this model") from exc
+    else:
+        model = base
+    if not trainable:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
