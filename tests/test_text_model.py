@@ -13,38 +13,18 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from star.errors import TextInputError, TextModelError  # noqa: E402
-from star.text.config import TextModelConfig, TrainConfig, default_model_dir  # noqa: E402
+from star.text.config import TextModelConfig, TrainConfig  # noqa: E402
 from star.text.model import MatchHead, TextEncoder, load_model, save_model  # noqa: E402
+from tests.text_models import one_thread, tiny_decoder  # noqa: E402, F401  (one_thread: autouse fixture)
 
 TEXTS = ["Senior data engineer, Spark and Airflow, Berlin",
          "Nurse",
          "Pastry chef with ten years in hotel kitchens, croissants, laminated doughs and plated desserts"]
 
 
-def build_tiny_decoder(path) -> str:
-    """A 2-layer, 64-d random Mistral saved with MiniLM's tokenizer: a real decoder code path in a second."""
-    from transformers import AutoTokenizer, MistralConfig, MistralModel
-
-    tok = AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
-    torch.manual_seed(0)
-    MistralModel(MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               intermediate_size=128, vocab_size=len(tok))).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return str(path)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all overhead: with 2 threads on a shared 2-core box, every small op spin-waits (25x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    return build_tiny_decoder(tmp_path_factory.mktemp("tiny_mistral"))
+    return tiny_decoder(tmp_path_factory.mktemp("tiny_mistral"))
 
 
 @pytest.fixture(scope="module")

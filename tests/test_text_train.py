@@ -14,10 +14,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from star.errors import TextInputError  # noqa: E402
-from star.text.config import TextModelConfig, TrainConfig, default_model_dir  # noqa: E402
+from star.text.config import TextModelConfig, TrainConfig  # noqa: E402
 from star.text.evaluate import compare, format_table  # noqa: E402
 from star.text.model import load_model  # noqa: E402
 from star.text.train import balance, lr_factor, roc_auc, split_by_time, train, warmup_steps  # noqa: E402
+from tests.text_models import one_thread, tiny_decoder  # noqa: E402, F401  (one_thread: autouse fixture)
 
 TOPICS = {
     "kitchen": "chef pastry kitchen bake dough oven sauce menu grill dessert",
@@ -49,26 +50,9 @@ def tiny_pairs(*, members: int = 24, jobs: int = 16, rows: int = 240, seed: int 
     })
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models are all overhead: with 2 threads on a shared 2-core box, every small op spin-waits (25x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, MistralConfig, MistralModel
-
-    path = tmp_path_factory.mktemp("tiny_mistral")
-    tok = AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True)
-    torch.manual_seed(0)
-    MistralModel(MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               intermediate_size=128, vocab_size=len(tok))).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return str(path)
+    return tiny_decoder(tmp_path_factory.mktemp("tiny_mistral"))
 
 
 def _cfgs(tiny_dir: str, **train):

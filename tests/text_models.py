@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer, BertConfig, BertModel, MistralConfig, MistralModel
 
 
 def minilm_dir() -> str:
@@ -25,3 +26,23 @@ def tiny_bert(directory: Path, *, hidden: int = 32, seed: int = 0) -> str:
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+def tiny_decoder(directory: Path) -> str:
+    """A 2-layer, 64-d random Mistral saved with MiniLM's tokenizer: a real decoder code path in a second."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    torch.manual_seed(0)
+    MistralModel(MistralConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               intermediate_size=128, vocab_size=len(tokenizer))).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Import into a test module to run its tiny models on one thread: with 2 threads on a shared 2-core box,
+    every small op spin-waits (measured 25x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
