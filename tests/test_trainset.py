@@ -105,3 +105,9 @@ def test_no_time_travel_on_the_synthetic_marketplace(target):
     # profiles really change inside the window, so the join has something to get wrong
     assert (df.groupby("member_id")["member_text"].nunique() > 1).sum() >= 3
     assert assert_no_time_travel(target, df) > 10 * len(df)
+
+
+def test_views_not_yet_applied_in_feast_is_a_clear_error(target):
+    load(target, {k: frame(v, f"{k}.csv") for k, v in boundary_market().items()})
+    with pytest.raises(TrainsetError, match=r"registered but not applied in Feast; run `star features apply`"):
+        build_trainset(target, TrainsetConfig(task="apply"))
