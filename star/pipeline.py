@@ -187,8 +187,10 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
     result = trainset(target, TrainsetConfig(task="apply"), out)
     emit(result)
     if text:
-        from star.text.config import TrainConfig
+        from star.text.config import TextModelConfig, TrainConfig
 
-        emit(text_train(target, train_cfg=TrainConfig(max_steps=train_steps), settings=settings))
+        short = {"job": 128, "member": 128, "resume": 128}  # brief on a CPU: ~2 s a step (FIELD-NOTES)
+        emit(text_train(target, model_cfg=TextModelConfig(max_length=short),
+                        train_cfg=TrainConfig(max_steps=train_steps), settings=settings))
         emit(text_embed(target, settings=settings))
     return {"job": "demo", "seconds": round(time.time() - started, 2)}

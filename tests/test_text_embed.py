@@ -214,3 +214,33 @@ def test_sql_similarity_uses_hnsw_and_finds_the_matching_job(target):
         plan = explain(conn, query_table="member_text_embedding_v1", query_key="member_id", query_id=1,
                        target_table="job_text_embedding_v1", target_key="job_id")
     assert "job_text_embedding_v1_hnsw" in plan
+
+
+def test_train_then_embed_uses_the_newest_adapter_and_records_lineage(target, tmp_path, tiny_dir, monkeypatch):
+    """`star text train` then `star text embed` with no arguments: the new adapter makes a new version whose
+    registry row carries the model, adapter checksum, config and the Table-2 comparison."""
+    from star.pipeline import text_embed, text_train
+    from star.text.config import TrainConfig
+
+    monkeypatch.setenv("STAR_HOME", str(tmp_path / "home"))
+    seed_synthetic(target, members=150, jobs=50, seed=4, progress=False)
+    apply_features(target)
+    model_cfg = TextModelConfig(model_dir=tiny_dir, pooling="mean", precision="fp32", head_hidden=(16,))
+    trained = text_train(target, model_cfg=model_cfg, progress=False,
+                         train_cfg=TrainConfig(max_steps=3, per_device_batch=8, grad_accum=1))
+    assert set(trained["metrics"]) == {"frozen_head", "bce", "bce+contrastive"}
+    done = text_embed(target, cfg=EmbedConfig(entities=("job",)), progress=False)
+    assert done["adapter"] == trained["model"]
+    (family,) = done["families"]
+    assert (family["family"], family["version"], family["new_version"]) == ("job_text_embedding", 1, True)
+    with db.connect(target) as conn:
+        model, config, metrics = conn.execute(
+            "SELECT model, config, metrics FROM star.embedding_versions WHERE family = 'job_text_embedding'"
+        ).fetchone()
+    assert model == tiny_dir
+    assert config["fingerprint"]["adapter_checksum"]
+    assert config["fingerprint"]["config"]["pooling"] == "mean"
+    assert [r["model"] for r in metrics["comparison"]["rows"]] == ["frozen_head", "bce", "bce+contrastive"]
+    assert "job_text_embedding_v1" in done["materialized"]
+    again = text_embed(target, cfg=EmbedConfig(entities=("job",)), progress=False)
+    assert again["families"][0]["embedded"] == 0 and again["materialized"] == []

@@ -306,6 +306,9 @@ def _load_tokenizer(model_dir: str, *, decoder: bool):
 
 def _load_base(model_dir: str) -> nn.Module:
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per weight-loading call drowns the job's own progress
 
     if not any(p for pattern in WEIGHT_PATTERNS for p in Path(model_dir).glob(pattern)):
         raise TextModelError(f"{model_dir} has no model weights (*.safetensors or pytorch_model*.bin); save the "
