@@ -182,6 +182,11 @@ def text_train(
     batch: int = typer.Option(16, help="per-device batch"),
     grad_accum: int = typer.Option(2, help="gradient accumulation steps"),
     lambda_c: float = typer.Option(0.1, help="weight of the semi-hard triplet term"),
+    lr: float = typer.Option(2e-4, help="LoRA learning rate (AdamW)"),
+    epochs: int = typer.Option(1, help="passes over the training pairs (training stops at max-steps or here)"),
+    lora_r: int = typer.Option(8, help="LoRA rank"),
+    target_modules: Optional[str] = typer.Option(None, help="comma-separated modules for LoRA (default: "
+                                                            "query,value for BERT-like, q_proj,v_proj for decoders)"),
     max_length: int = typer.Option(256, help="max tokens per text (every kind)"),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
     task: str = typer.Option("apply", help="interaction relation labelled 1"),
@@ -191,10 +196,11 @@ def text_train(
     from star import pipeline
     from star.text.config import TextModelConfig, TrainConfig
 
-    model_cfg = TextModelConfig(model_dir=model_dir, pooling=pooling, precision=precision,
+    model_cfg = TextModelConfig(model_dir=model_dir, pooling=pooling, precision=precision, lora_r=lora_r,
+                                target_modules=tuple(target_modules.split(",")) if target_modules else None,
                                 max_length={"job": max_length, "member": max_length, "resume": max_length})
     train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
-                            lambda_c=lambda_c)
+                            lambda_c=lambda_c, lr=lr, epochs=epochs)
     _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare))
 
 
