@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from star import db
 from star.config import Settings
-from star.pipeline import seed_synthetic
+from star.pipeline import apply_features, seed_synthetic
 from star.store.trainset import TrainsetConfig, build_trainset
 from star.text.config import TextModelConfig, TrainConfig
 from star.text.embed import EmbedConfig, embed_texts
@@ -70,6 +70,7 @@ def main() -> None:
     emit({"rerun_embedded": rerun["embedded"], "rerun_skipped": rerun["skipped"], "seconds": round(rerun_seconds, 2)})
     summary["rerun_fraction"] = round(rerun_seconds / rates["bf16"]["seconds"], 4)
 
+    apply_features(target, settings)
     pairs = build_trainset(target, TrainsetConfig(task="apply"))
     steps = {}
     for precision in ("fp32", "bf16"):

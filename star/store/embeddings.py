@@ -188,5 +188,6 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
             "UPDATE star.embedding_versions SET status = 'published', data_start = %s, data_end = %s, "
             "metrics = metrics || %s, updated_at = now() WHERE family = %s AND version = %s",
             (start, end, json.dumps(metrics, default=str), v.family, v.version))
-    conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
+    if moved:
+        conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved
