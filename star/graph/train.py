@@ -1,0 +1,268 @@
+"""Train the graph model on a MarketGraph with a time split, and embed every member and job.
+
+    task edges (member -> job relations) sorted by ts: the latest val_fraction --> validation (from cut_ts on)
+    training graph = every member <-> job interaction stamped before cut_ts (validation edges, and any other
+                     interaction as late, never pass messages during training) + all attribute edges
+    per epoch: edge_loader(training graph, task edges) --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
+               --> layer-wise full-neighbour embeddings of the training graph --> val AUC per task
+               (each validation edge against one (member, job of the validation window) pair) --> AdaptiveFanout.update
+    the weights of the epoch with the best mean val AUC are kept
+    embed_all: layer-wise inference on the whole graph (validation edges included), member and job, unit norm
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from star.errors import ConfigError
+from star.graph import sampling
+from star.graph.dgl_compat import import_dgl
+from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, input_specs, l2_penalty
+from star.text.train import roc_auc, seed_everything
+
+__all__ = ["GraphTrainConfig", "GraphTrainResult", "embed_all", "split_by_time", "train_gnn"]
+
+log = logging.getLogger(__name__)
+EType = tuple[str, str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraphTrainConfig:
+    epochs: int = field(default=3, metadata={"help": "passes over the training task edges"})
+    batch_size: int = field(default=512, metadata={"help": "positive edges per step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    neg_k: int = field(default=1, metadata={"help": "uniform negative jobs per positive edge"})
+    tasks: tuple[tuple[str, str, str], ...] | None = field(
+        default=None, metadata={"help": "canonical etypes to predict; None = every member -> job relation"})
+    task_weights: dict | None = field(default=None, metadata={"help": "etype -> lambda_i; None = 1.0 each"})
+    sampler: str = field(default="adaptive", metadata={"help": "'adaptive' | 'uniform' | 'temporal'"})
+    fanouts: tuple[int, ...] = field(default=(10, 10), metadata={"help": "per layer, for uniform / temporal"})
+    adaptive_start: tuple[int, ...] = field(default=(3, 3), metadata={"help": "first fanouts of 'adaptive'"})
+    adaptive_max: tuple[int, ...] = field(default=(20, 20), metadata={"help": "largest fanouts of 'adaptive'"})
+    half_life_days: float = field(default=30.0, metadata={"help": "recency half-life of the temporal sampler"})
+    val_fraction: float = field(default=0.2, metadata={"help": "latest share of task edges held out"})
+    val_negatives: str = field(default="window", metadata={"help": "'window': negatives are jobs of the validation "
+                                                                   "window (popularity-matched); 'uniform': any job"})
+    eval_batch_size: int = field(default=4096, metadata={"help": "nodes per step of layer-wise inference"})
+    seed: int = field(default=0, metadata={"help": "python, numpy, torch and dgl seeds"})
+
+    def __post_init__(self):
+        if self.sampler not in ("adaptive", "uniform", "temporal"):
+            raise ConfigError(f"sampler={self.sampler!r}; use 'adaptive', 'uniform' or 'temporal'")
+        if self.val_negatives not in ("window", "uniform"):
+            raise ConfigError(f"val_negatives={self.val_negatives!r}; use 'window' or 'uniform'")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction={self.val_fraction}: must be in (0, 1), e.g. 0.2")
+        if self.epochs < 1 or self.batch_size < 1 or self.neg_k < 1:
+            raise ConfigError("epochs, batch_size and neg_k must be >= 1")
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(tuple(t) for t in self.tasks))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["task_weights"] = None if self.task_weights is None else {":".join(k): v
+                                                                    for k, v in self.task_weights.items()}
+        return d
+
+
+@dataclass(kw_only=True)
+class GraphTrainResult:
+    model: HeteroGNN
+    decoder: LinkDecoder
+    tasks: list[EType]
+    cut_ts: float = field(metadata={"help": "validation edges are those at or after this epoch second"})
+    metrics: dict = field(metadata={"help": "val_auc (task -> per epoch), epoch_seconds, fanouts, seconds, ..."})
+
+
+def _tasks(graph, requested) -> list[EType]:
+    present = [e for e in graph.canonical_etypes if e[0] == "member" and e[2] == "job" and
+               not e[1].startswith("rev_")]
+    if requested is None:
+        if not present:
+            raise ConfigError("the graph has no member -> job relation to train on")
+        return present
+    missing = [t for t in requested if t not in present]
+    if missing:
+        raise ConfigError(f"tasks {missing} are not member -> job relations of the graph; it has {present}")
+    return list(requested)
+
+
+def split_by_time(graph, tasks: list[EType], val_fraction: float):
+    """(training graph, cut_ts, train eids per task in the training graph, validation (src, dst) per task).
+
+    cut_ts is the time of the first validation edge over all tasks. The training graph keeps, of every member <->
+    job interaction type (tasks or not, and their rev_ twins), only edges stamped strictly before it: no later
+    interaction passes messages. Attribute edges (skills, titles, ...) stay as of the graph's cutoff, like the
+    node features, so a job posted after cut_ts is not an isolated node. Same node ids, so features line up."""
+    dgl = import_dgl()
+    ts = np.sort(np.concatenate([graph.edges[t].data["ts"].numpy() for t in tasks]))
+    cut_ts = float(ts[min(len(ts) - 1, int(len(ts) * (1 - val_fraction)))])
+    keep, train_eids, val = {}, {}, {}
+    for etype in graph.canonical_etypes:
+        if {etype[0], etype[2]} == {"member", "job"}:
+            keep[etype] = torch.nonzero(graph.edges[etype].data["ts"] < cut_ts).squeeze(1).to(graph.idtype)
+        else:  # attribute edges are entity state as of the graph's cutoff, like the text and categorical features
+            keep[etype] = torch.arange(graph.num_edges(etype), dtype=graph.idtype)
+    for t in tasks:
+        late = torch.nonzero(graph.edges[t].data["ts"] >= cut_ts).squeeze(1)
+        src, dst = graph.find_edges(late.to(graph.idtype), etype=t)
+        val[t] = (src.long(), dst.long())
+        train_eids[t] = torch.arange(len(keep[t]), dtype=graph.idtype)  # edge_subgraph keeps the order
+    if sum(len(v[0]) for v in val.values()) == 0 or sum(len(e) for e in train_eids.values()) == 0:
+        raise ConfigError(f"val_fraction={val_fraction} leaves no training or no validation edges "
+                          f"({len(ts)} task edges); use more data or another fraction")
+    train_graph = dgl.edge_subgraph(graph, keep, relabel_nodes=False, store_ids=False)
+    return train_graph, cut_ts, train_eids, val
+
+
+def _sampler(cfg: GraphTrainConfig, adaptive: sampling.AdaptiveFanout | None):
+    if cfg.sampler == "adaptive":
+        return sampling.uniform(adaptive.fanouts)
+    if cfg.sampler == "temporal":
+        return sampling.temporal(cfg.fanouts, half_life_days=cfg.half_life_days)
+    return sampling.uniform(cfg.fanouts)
+
+
+@torch.no_grad()
+def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Layer-wise full-neighbour inference: each layer for every node before the next; unit-norm embeddings."""
+    dgl = import_dgl()
+    was_training = model.training
+    model.eval()
+    h = {}
+    for nt in graph.ntypes:
+        ids = torch.arange(graph.num_nodes(nt))
+        h[nt] = torch.cat([model.input({nt: c}, features)[nt] for c in ids.split(batch_size)]) if len(ids) else \
+            torch.zeros(0, model.cfg.hidden)
+    nids = {nt: torch.arange(graph.num_nodes(nt), dtype=graph.idtype) for nt in graph.ntypes}
+    full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+    for i in range(len(model.convs)):
+        width = model.cfg.out_dim if i == len(model.convs) - 1 else model.cfg.hidden
+        nxt = {nt: torch.zeros(graph.num_nodes(nt), width) for nt in graph.ntypes}
+        loader = dgl.dataloading.DataLoader(graph, nids, full, batch_size=batch_size, shuffle=False,
+                                            drop_last=False, num_workers=0)
+        for input_nodes, output_nodes, blocks in loader:
+            block = blocks[0]
+            h_src = {nt: h[nt][ids.long()] for nt, ids in input_nodes.items() if len(ids)}
+            h_dst = {nt: h_src[nt][:block.num_dst_nodes(nt)] for nt in h_src if block.num_dst_nodes(nt)}
+            for nt, x in model.layer(i, block, h_src, h_dst).items():
+                nxt[nt][output_nodes[nt].long()] = x
+        h = nxt
+    z = model.finish(h)
+    model.train(was_training)
+    return z
+
+
+def _val_negatives(val: dict, num_nodes: dict, mode: str, seed: int) -> dict[EType, torch.Tensor]:
+    """One negative job per validation edge, fixed for the run (every epoch scores the same pairs).
+
+    'window': a job drawn from the destinations of all validation edges (any task), i.e. as often as it was
+    interacted with in the validation window: popularity and recency are then equal on both sides and the AUC
+    measures matching. 'uniform': any job, which rewards knowing which jobs are new and open."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = torch.cat([dst for _, dst in val.values()])
+    out = {}
+    for t, (src, _) in val.items():
+        if mode == "window":
+            out[t] = pool[torch.randint(0, len(pool), (len(src),), generator=gen)]
+        else:
+            out[t] = torch.randint(0, num_nodes[t[2]], (len(src),), generator=gen)
+    return out
+
+
+def _val_auc(decoder: LinkDecoder, z: dict, val: dict, negatives: dict) -> dict[str, float | None]:
+    out = {}
+    with torch.no_grad():
+        for t, (src, dst) in val.items():
+            if not len(src):
+                out[":".join(t)] = None
+                continue
+            neg = negatives[t]
+            pos_s = decoder.score(t, z[t[0]][src], z[t[2]][dst])
+            neg_s = decoder.score(t, z[t[0]][src], z[t[2]][neg])
+            labels = np.r_[np.ones(len(src)), np.zeros(len(src))]
+            out[":".join(t)] = roc_auc(labels, torch.cat([pos_s, neg_s]).numpy())
+    return out
+
+
+def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool) -> float:
+    model.train()
+    decoder.train()
+    total, steps = 0.0, 0
+    for _, pos_g, neg_g, blocks in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        z, raw = model(blocks, features, return_raw=True)
+        loss = decoder.loss(decoder.score_graph(pos_g, z), decoder.score_graph(neg_g, z))
+        if l2_reg:
+            loss = loss + l2_reg * l2_penalty(raw)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total, steps = total + float(loss.detach()), steps + 1
+    return total / max(steps, 1)
+
+
+def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True) -> GraphTrainResult:
+    """Train on the edges before the time cut, validate on the latest ones; see the module docstring."""
+    dgl = import_dgl()
+    started = time.perf_counter()
+    seed_everything(train_cfg.seed)
+    dgl.seed(train_cfg.seed)
+    tasks = _tasks(mg.graph, train_cfg.tasks)
+    train_graph, cut_ts, train_eids, val = split_by_time(mg.graph, tasks, train_cfg.val_fraction)
+    model = HeteroGNN(model_cfg, input_specs(mg), mg.graph.canonical_etypes)
+    weights = {tuple(k): v for k, v in (train_cfg.task_weights or {}).items()}
+    decoder = LinkDecoder(model_cfg, tasks, weights)
+    opt = torch.optim.Adam([*model.parameters(), *decoder.parameters()], lr=train_cfg.lr)
+    adaptive = (sampling.AdaptiveFanout(start=train_cfg.adaptive_start, maximum=train_cfg.adaptive_max)
+                if train_cfg.sampler == "adaptive" else None)
+    num_nodes = {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}
+    negatives = _val_negatives(val, num_nodes, train_cfg.val_negatives, train_cfg.seed)
+    metrics = {"val_auc": {":".join(t): [] for t in tasks}, "mean_val_auc": [], "train_loss": [],
+               "epoch_seconds": [], "fanouts": [], "cut_ts": cut_ts,
+               "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
+               "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
+    best, best_state = -1.0, None
+    for epoch in range(train_cfg.epochs):
+        t0 = time.perf_counter()
+        sampler = _sampler(train_cfg, adaptive)
+        metrics["fanouts"].append(list(sampler.fanouts))
+        loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
+                                      train_cfg.seed + epoch, graph=train_graph)
+        loss = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
+                      f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress)
+        metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
+        decoder.eval()
+        aucs = _val_auc(decoder, infer(model, train_graph, mg.features, train_cfg.eval_batch_size), val, negatives)
+        known = [a for a in aucs.values() if a is not None]
+        mean = float(np.mean(known)) if known else float("nan")
+        for k, a in aucs.items():
+            metrics["val_auc"][k].append(a)
+        metrics["mean_val_auc"].append(mean)
+        metrics["train_loss"].append(loss)
+        log.info("epoch %d: loss %.4f, val auc %s, fanouts %s", epoch + 1, loss, aucs, sampler.fanouts)
+        if known and mean > best:
+            best, best_state = mean, (copy.deepcopy(model.state_dict()), copy.deepcopy(decoder.state_dict()))
+        if adaptive is not None and adaptive.update(mean if known else None):
+            log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
+    if best_state is not None:
+        model.load_state_dict(best_state[0])
+        decoder.load_state_dict(best_state[1])
+    metrics["best_mean_val_auc"] = best if best_state is not None else None
+    metrics["fanout_history"] = [list(f) for f in adaptive.history] if adaptive else [list(train_cfg.fanouts)]
+    metrics["seconds"] = round(time.perf_counter() - started, 3)
+    model.eval()
+    decoder.eval()
+    return GraphTrainResult(model=model, decoder=decoder, tasks=tasks, cut_ts=cut_ts, metrics=metrics)
+
+
+def embed_all(model: HeteroGNN, mg, batch_size: int = 4096) -> dict[str, np.ndarray]:
+    """Member and job embeddings (n, out_dim) float32, unit norm, rows in mg.node_ids order, from the whole graph."""
+    z = infer(model, mg.graph, mg.features, batch_size)
+    return {nt: z[nt].numpy().astype(np.float32) for nt in ("member", "job") if nt in z}
