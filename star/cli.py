@@ -191,6 +191,7 @@ def text_train(
     precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
     task: str = typer.Option("apply", help="interaction relation labelled 1"),
     compare: bool = typer.Option(True, help="also train the frozen and BCE-only baselines (Table 2)"),
+    gradient_checkpointing: bool = typer.Option(True, help="trade compute for memory (needed for long texts)"),
 ) -> None:
     """Fine-tune the shared LoRA bi-encoder on point-in-time member/job pairs; saves adapter + config together."""
     from star import pipeline
@@ -200,7 +201,7 @@ def text_train(
                                 target_modules=tuple(target_modules.split(",")) if target_modules else None,
                                 max_length={"job": max_length, "member": max_length, "resume": max_length})
     train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
-                            lambda_c=lambda_c, lr=lr, epochs=epochs)
+                            lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing)
     _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare))
 
 
