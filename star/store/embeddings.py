@@ -166,7 +166,7 @@ WHERE t.{key} = m.{key} AND t.is_current IS DISTINCT FROM (t.event_timestamp = m
 
 
 def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hnsw_m: int = 16,
-            hnsw_ef_construction: int = 64) -> int:
+            hnsw_ef_construction: int = 64, analyze: bool = True) -> int:
     """Move staged rows into the version table, index it, mark it published: one transaction. Returns rows moved."""
     with conn.transaction():
         cur = conn.execute(sql.SQL(
@@ -188,6 +188,6 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
             "UPDATE star.embedding_versions SET status = 'published', data_start = %s, data_end = %s, "
             "metrics = metrics || %s, updated_at = now() WHERE family = %s AND version = %s",
             (start, end, json.dumps(metrics, default=str), v.family, v.version))
-    if moved:
+    if moved and analyze:  # statistics for a new table; later small updates are left to autovacuum
         conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved

@@ -96,7 +96,8 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
                "truncated": truncated, "encode_seconds": round(encode_seconds, 2),
                "texts_per_second": round(len(todo) / encode_seconds, 1) if encode_seconds else None}
         store.publish(conn, v, metrics={"last_run": run, "texts": total, **lineage},
-                      hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction)
+                      hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
+                      analyze=v.status == "building")
     return {"family": family, "version": v.version, "feature_view": v.name, "new_version": created, "dim": v.dim,
             **run, "seconds": round(time.time() - started, 2)}
 
