@@ -18,7 +18,6 @@ from feast.repo_contents import RepoContents
 from feast.types import Array, Float32, String
 
 from star.config import FEAST_PROJECT, DbTarget, Settings
-from star.data.format import ID_COLUMN
 from star.errors import FeatureRepoError
 from star.store.catalog import ViewSpec
 
@@ -110,6 +109,3 @@ def apply(store: FeatureStore, specs: list[ViewSpec]) -> None:
     finally:
         os.chdir(cwd)
 
-
-def join_key(entity: str) -> str:
-    return ID_COLUMN[entity]

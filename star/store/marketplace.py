@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import pandas as pd
 import psycopg
 from tqdm import tqdm
 
