@@ -17,7 +17,9 @@ db_app = typer.Typer(no_args_is_help=True, help="The database: embedded PostgreS
 features_app = typer.Typer(no_args_is_help=True, help="The Feast repo: apply the catalog's views, materialize.")
 text_app = typer.Typer(no_args_is_help=True, help="Text (LLM) embeddings: fine-tune the bi-encoder, embed texts.")
 app.add_typer(db_app, name="db")
+graph_app = typer.Typer(no_args_is_help=True, help="Graph (GNN) embeddings: train the heterogeneous GNN, embed.")
 app.add_typer(text_app, name="text")
+app.add_typer(graph_app, name="graph")
 app.add_typer(features_app, name="features")
 
 
@@ -221,6 +223,59 @@ def text_embed(
     cfg = EmbedConfig(entities=(entity,) if entity else ("member", "job"), version=version, batch_size=batch_size,
                       skip_empty=skip_empty)
     _emit(pipeline.text_embed(_target(), model_dir=model_dir, adapter=adapter, base=base, cfg=cfg))
+
+
+def _optional_time(value: str | None):
+    return None if value is None else _parse_time(value, None)
+
+
+@graph_app.command("train")
+def graph_train(
+    cutoff: Optional[str] = typer.Option(None, help="graph as of this UTC time (default: data end - eval-days)"),
+    eval_days: float = typer.Option(14.0, help="days after the cutoff to evaluate on (Table-4 window)"),
+    ablation: bool = typer.Option(False, help="also train the categorical-only and text-minus-categorical GNNs"),
+    epochs: int = typer.Option(3, help="passes over the training edges"),
+    sampler: str = typer.Option("adaptive", help="adaptive | uniform | temporal"),
+    fanouts: str = typer.Option("10,10", help="neighbours per layer for uniform / temporal"),
+    hidden: int = typer.Option(128, help="hidden width"),
+    out_dim: int = typer.Option(200, help="embedding size"),
+    layers: int = typer.Option(2, help="GAT layers"),
+    heads: int = typer.Option(4, help="attention heads"),
+    batch_size: int = typer.Option(512, help="positive edges per step"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    seed_: int = typer.Option(0, "--seed", help="random seed"),
+) -> None:
+    """Train the GNN on the graph as of the cutoff, evaluate on the later window, save the model."""
+    from star import pipeline
+    from star.graph.model import GNNConfig
+    from star.graph.train import GraphTrainConfig
+
+    model_cfg = GNNConfig(hidden=hidden, out_dim=out_dim, layers=layers, heads=heads)
+    train_cfg = GraphTrainConfig(epochs=epochs, sampler=sampler, fanouts=_ints(fanouts, "--fanouts"),
+                                 batch_size=batch_size, lr=lr, seed=seed_)
+    _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,
+                               model_cfg=model_cfg, train_cfg=train_cfg))
+
+
+@graph_app.command("embed")
+def graph_embed(
+    model: Optional[Path] = typer.Option(None, help="a trained graph model dir (default: the newest)"),
+    cutoff: Optional[str] = typer.Option(None, help="embed the graph as of this UTC time (default: data end)"),
+    entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
+) -> None:
+    """Embed every member and job with a trained GNN into versioned feature views (Feast, pgvector, HNSW)."""
+    from star import pipeline
+    from star.graph.embed import GraphEmbedConfig
+
+    cfg = GraphEmbedConfig(entities=(entity,) if entity else ("member", "job"))
+    _emit(pipeline.graph_embed(_target(), model_dir=model, cutoff=_optional_time(cutoff), cfg=cfg))
+
+
+def _ints(value: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give comma-separated integers, e.g. 10,10", param_hint=option) from None
 
 
 @app.command()

@@ -105,3 +105,8 @@ class Settings:
     def text_models(self) -> Path:
         """Where `star text train` saves adapters (one directory per run) and `star text embed` looks."""
         return self.home / "models" / "text"
+
+    @property
+    def graph_models(self) -> Path:
+        """Where `star graph train` saves models (one directory per run) and `star graph embed` looks."""
+        return self.home / "models" / "graph"

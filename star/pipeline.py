@@ -152,6 +152,73 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
             "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 
+def newest_graph_model(settings: Settings) -> Path | None:
+    """The model of the most recent `star graph train` run, if any."""
+    runs = sorted(settings.graph_models.glob("*/model/star_graph_model.json"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].parent if runs else None
+
+
+def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablation: bool = False, model_cfg=None,
+                train_cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
+    """`star graph train`: graph as of the cutoff (default: data end - eval_days) -> GNN (categorical + ID + newest
+    text version) -> evaluated on the later window next to text-only cosine (and, with ablation, the Table-4
+    variants) -> <run>/model + <run>/ablation.{json,md,png}."""
+    import pandas as pd
+
+    from star.graph import checkpoint, evaluate
+    from star.graph.build import build_graph
+    from star.graph.config import GraphConfig
+    from star.graph.embed import data_end
+    from star.graph.model import GNNConfig
+    from star.graph.train import GraphTrainConfig
+
+    started = time.time()
+    settings = settings or Settings.from_env()
+    model_cfg, train_cfg = model_cfg or GNNConfig(), train_cfg or GraphTrainConfig()
+    cutoff = data_end(target) - pd.Timedelta(days=eval_days) if cutoff is None else pd.Timestamp(cutoff)
+    mg = build_graph(target, GraphConfig(cutoff=cutoff))
+    has_text = bool(mg.text_versions)
+    main = "gnn_text" if has_text else "gnn_categorical"
+    variants = tuple(evaluate.VARIANTS) if ablation else ((main, "text_cosine") if has_text else (main,))
+    report, trained = evaluate.ablation(target, mg, model_cfg, train_cfg, days=eval_days, variants=variants,
+                                        progress=progress)
+    print(evaluate.format_table(report), file=sys.stderr)
+    run = settings.graph_models / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    plot = evaluate.save_report(report, run)
+    used_cfg = trained[main].model.cfg
+    checkpoint.save(run / "model", trained[main], mg, used_cfg, train_cfg, evaluation=report)
+    return {"job": "graph train", "model": str(run / "model"), "cutoff": mg.cutoff.isoformat(),
+            "text_versions": mg.text_versions, "nodes": {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes},
+            "edges": mg.edge_counts, "variant": main,
+            "val_auc": trained[main].metrics["best_mean_val_auc"],
+            "epoch_seconds": trained[main].metrics["epoch_seconds"],
+            "later_window": {r["variant"]: r["tasks"] for r in report["rows"]}, "plot": str(plot),
+            "seconds": round(time.time() - started, 2)}
+
+
+def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None, cfg=None,
+                settings: Settings | None = None, progress: bool = True) -> dict:
+    """`star graph embed`: the newest graph model (or model_dir) on the graph at the cutoff (default: data end)
+    -> versions of member_graph_embedding / job_graph_embedding, applied in Feast and materialized."""
+    from star.graph import checkpoint
+    from star.graph.embed import GraphEmbedConfig, embed_graph
+
+    started = time.time()
+    settings = settings or Settings.from_env()
+    model_dir = model_dir if model_dir is not None else newest_graph_model(settings)
+    if model_dir is None:
+        raise checkpoint.GraphModelError(f"no graph model under {settings.graph_models}; run `star graph train` "
+                                         "first or pass --model DIR")
+    results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg or GraphEmbedConfig(),
+                          progress=progress)
+    changed = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
+    if changed:
+        apply_features(target, settings)
+        materialize(target, settings=settings, feature_views=changed)
+    return {"job": "graph embed", "model": str(model_dir), "families": results, "materialized": changed,
+            "seconds": round(time.time() - started, 2)}
+
+
 def _brief(features: dict[str, list]) -> dict[str, list]:
     """Shorten long texts and id lists for printing."""
     def short(value):

@@ -19,7 +19,7 @@ import psycopg
 from star.data.format import ENTITIES, ID_COLUMN
 
 FAMILY_KINDS = ("categorical", "ids", "text")
-EMBEDDING_KINDS = ("text_embedding",)  # versions written by embedding jobs (star/store/embeddings.py)
+EMBEDDING_KINDS = ("text_embedding", "graph_embedding")  # versions written by embedding jobs (star/store/embeddings.py)
 
 
 @dataclass(frozen=True, kw_only=True)

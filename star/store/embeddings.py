@@ -1,7 +1,9 @@
 """Embedding versions in PostgreSQL: one table per version, staged writes, atomic publication.
 
     star.embedding_versions (family, version): status building -> published, lineage in config / metrics
-    star.<family>_v<k>           (<id>, event_timestamp, created, text_md5, embedding vector(d), is_current)
+    star.<family>_v<k>           (<id>, event_timestamp, created, <source column>, embedding vector(d), is_current)
+                                 source column: text_md5 for text embeddings (the text embedded), source_md5 for
+                                 graph embeddings (md5 of model fingerprint and graph cutoff)
                                  + HNSW (cosine) over the current snapshot of each entity
     star.<family>_v<k>__staging  UNLOGGED; batches land here and are committed one by one, so a killed run
                                  keeps its work; `publish` moves them into the version table, builds the index
@@ -38,6 +40,7 @@ class EmbeddingVersion:
     dim: int
     status: str
     fingerprint_hash: str
+    kind: str = "text_embedding"
 
     @property
     def name(self) -> str:
@@ -55,6 +58,14 @@ class EmbeddingVersion:
     def key(self) -> str:
         return ID_COLUMN[self.entity]
 
+    @property
+    def source_column(self) -> str:
+        """What each row was computed from: the text's md5, or the md5 of (graph model, cutoff)."""
+        return SOURCE_COLUMN[self.kind]
+
+
+SOURCE_COLUMN = {"text_embedding": "text_md5", "graph_embedding": "source_md5"}
+
 
 def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -63,7 +74,8 @@ def fingerprint_hash(fingerprint: dict) -> str:
 def _row(r) -> EmbeddingVersion:
     family, version, entity, dim, status, config = r
     return EmbeddingVersion(family=family, version=version, entity=entity, dim=dim, status=status,
-                            fingerprint_hash=config.get("fingerprint_hash", ""))
+                            fingerprint_hash=config.get("fingerprint_hash", ""),
+                            kind=config.get("kind", "text_embedding"))
 
 
 SELECT_VERSION = ("SELECT family, version, entity, dim, status, config FROM star.embedding_versions "
@@ -76,7 +88,7 @@ def get_version(conn: psycopg.Connection, family: str, version: int) -> Embeddin
         known = [v for (v,) in conn.execute(
             "SELECT version FROM star.embedding_versions WHERE family = %s ORDER BY 1", (family,))]
         raise EmbeddingVersionError(f"{family} version {version} does not exist (versions: {known or 'none'}); "
-                                    f"run `star text embed` to create one")
+                                    "run `star text embed` or `star graph embed` to create one")
     return _row(r)
 
 
@@ -96,8 +108,10 @@ def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: i
         return found, False
     (latest,) = conn.execute("SELECT coalesce(max(version), 0) FROM star.embedding_versions WHERE family = %s",
                              (family,)).fetchone()
+    if kind not in SOURCE_COLUMN:
+        raise EmbeddingVersionError(f"kind={kind!r}; embedding kinds are {sorted(SOURCE_COLUMN)}")
     v = EmbeddingVersion(family=family, version=latest + 1, entity=entity, dim=dim, status="building",
-                         fingerprint_hash=fp_hash)
+                         fingerprint_hash=fp_hash, kind=kind)
     conn.execute(
         "INSERT INTO star.embedding_versions (family, version, entity, dim, status, feature_view, model, config) "
         "VALUES (%s, %s, %s, %s, 'building', %s, %s, %s)",
@@ -106,9 +120,9 @@ def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: i
                      "table": f"star.{v.name}"}, default=str)))
     conn.execute(sql.SQL(
         "CREATE TABLE {t} ({key} bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
-        "created timestamptz NOT NULL DEFAULT now(), text_md5 text NOT NULL, embedding vector({dim}) NOT NULL, "
+        "created timestamptz NOT NULL DEFAULT now(), {src} text NOT NULL, embedding vector({dim}) NOT NULL, "
         "is_current boolean NOT NULL DEFAULT false, PRIMARY KEY ({key}, event_timestamp))").format(
-        t=v.table, key=sql.Identifier(v.key), dim=sql.Literal(dim)))
+        t=v.table, key=sql.Identifier(v.key), src=sql.Identifier(v.source_column), dim=sql.Literal(dim)))
     return v, True
 
 
@@ -140,7 +154,9 @@ def pending(conn: psycopg.Connection, v: EmbeddingVersion) -> tuple[pd.DataFrame
 
 
 def stage(conn: psycopg.Connection, v: EmbeddingVersion, batch: pd.DataFrame, embeddings: np.ndarray) -> None:
-    """Write one batch into staging (binary COPY, pgvector) and commit it."""
+    """Write one batch into staging (binary COPY, pgvector) and commit it.
+
+    batch: entity_id, valid_from (the row's event_timestamp) and the version's source column, one row per vector."""
     if embeddings.shape[1] != v.dim:
         raise EmbeddingVersionError(f"{v.name} is {v.dim}-d but the batch is {embeddings.shape[1]}-d")
     register_vector(conn)
@@ -149,11 +165,11 @@ def stage(conn: psycopg.Connection, v: EmbeddingVersion, batch: pd.DataFrame, em
                              "(SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))").format(
             s=v.staging, key=sql.Identifier(v.key)),
             (batch["entity_id"].tolist(), list(batch["valid_from"])))
-        with conn.cursor().copy(sql.SQL("COPY {s} ({key}, event_timestamp, text_md5, embedding) "
+        with conn.cursor().copy(sql.SQL("COPY {s} ({key}, event_timestamp, {src}, embedding) "
                                         "FROM STDIN WITH (FORMAT BINARY)").format(
-                s=v.staging, key=sql.Identifier(v.key))) as cp:
+                s=v.staging, key=sql.Identifier(v.key), src=sql.Identifier(v.source_column))) as cp:
             cp.set_types(["bigint", "timestamptz", "text", "vector"])
-            for eid, ts, md5, emb in zip(batch["entity_id"], batch["valid_from"], batch["text_md5"], embeddings):
+            for eid, ts, md5, emb in zip(batch["entity_id"], batch["valid_from"], batch[v.source_column], embeddings):
                 cp.write_row((int(eid), ts, md5, emb))
 
 
@@ -170,11 +186,11 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
     """Move staged rows into the version table, index it, mark it published: one transaction. Returns rows moved."""
     with conn.transaction():
         cur = conn.execute(sql.SQL(
-            "INSERT INTO {t} ({key}, event_timestamp, created, text_md5, embedding) "
-            "SELECT {key}, event_timestamp, now(), text_md5, embedding FROM {s} "
-            "ON CONFLICT ({key}, event_timestamp) DO UPDATE SET text_md5 = EXCLUDED.text_md5, "
+            "INSERT INTO {t} ({key}, event_timestamp, created, {src}, embedding) "
+            "SELECT {key}, event_timestamp, now(), {src}, embedding FROM {s} "
+            "ON CONFLICT ({key}, event_timestamp) DO UPDATE SET {src} = EXCLUDED.{src}, "
             "embedding = EXCLUDED.embedding, created = EXCLUDED.created").format(
-            t=v.table, s=v.staging, key=sql.Identifier(v.key)))
+            t=v.table, s=v.staging, key=sql.Identifier(v.key), src=sql.Identifier(v.source_column)))
         moved = cur.rowcount
         conn.execute(sql.SQL(MARK_CURRENT).format(t=v.table, s=v.staging, key=sql.Identifier(v.key)))
         # only the current snapshot of each entity is indexed: similarity search never returns stale texts

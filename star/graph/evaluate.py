@@ -1,0 +1,220 @@
+"""Evaluate graph embeddings on a later time window: the Table-4-style ablation of the STAR paper.
+
+    graph at cutoff T --train_gnn per variant--> member / job embeddings from the graph at T
+    star.interactions in (T, T + window], member and job both nodes at T --> positives per task
+    one negative per positive: a job drawn from the window's positives (popularity-matched, so the AUC measures
+    matching, not which jobs were new or busy)
+    cold start: members with <= 1 member -> job interaction at or before T
+
+    variants   gnn_categorical   GNN, categorical + ID inputs (baseline)
+               gnn_text          GNN, categorical + ID + text
+               gnn_text_only     GNN, ID + text (text - categorical)
+               text_cosine       no GNN: cosine of the text embeddings (reference)
+
+Jobs posted after T are not in the graph at T and so not in the window's pairs (document, not hide: the printed
+table counts the pairs used).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from star.config import DbTarget
+from star.db import connect
+from star.errors import ConfigError
+from star.graph.features import positions
+from star.graph.model import GNNConfig
+from star.graph.train import GraphTrainConfig, infer, train_gnn
+from star.text.train import roc_auc
+
+__all__ = ["VARIANTS", "ablation", "cold_start_members", "format_table", "plot", "save_report", "score",
+           "window_pairs"]
+
+log = logging.getLogger(__name__)
+EType = tuple[str, str, str]
+
+# variant -> GNNConfig switches (None: the text cosine reference, no GNN)
+VARIANTS = {"gnn_categorical": {"use_text": False, "use_categorical": True},
+            "gnn_text": {"use_text": True, "use_categorical": True},
+            "gnn_text_only": {"use_text": True, "use_categorical": False},
+            "text_cosine": None}
+LABELS = {"gnn_categorical": "GNN, categorical (baseline)", "gnn_text": "GNN + text",
+          "gnn_text_only": "GNN + text - categorical", "text_cosine": "text only (cosine)"}
+
+WINDOW = """
+SELECT member_id, job_id, relation FROM star.interactions
+WHERE event_timestamp > %(start)s AND event_timestamp <= %(end)s AND relation = ANY(%(relations)s)
+ORDER BY event_timestamp, member_id, job_id
+"""
+
+
+def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed: int = 0) -> dict:
+    """Positives and fixed negatives per task from (cutoff, cutoff + days], as node indexes of `mg`."""
+    if days <= 0:
+        raise ConfigError(f"eval window days={days}: must be > 0, e.g. 14")
+    start = mg.cutoff
+    end = start + pd.Timedelta(days=days)
+    with connect(target) as conn:
+        rows = conn.execute(WINDOW, {"start": start, "end": end,
+                                     "relations": sorted({t[1] for t in tasks})}).fetchall()
+    df = pd.DataFrame(rows, columns=["member_id", "job_id", "relation"])
+    m_pos, m_ok = positions(mg.node_ids["member"], df["member_id"].to_numpy(np.int64))
+    j_pos, j_ok = positions(mg.node_ids["job"], df["job_id"].to_numpy(np.int64))
+    ok = m_ok & j_ok
+    gen = np.random.default_rng(seed)
+    pool = j_pos[ok]
+    out = {"start": start.isoformat(), "end": end.isoformat(), "window_interactions": len(df),
+           "unknown_member_or_job": int((~ok).sum()), "tasks": {}}
+    for t in tasks:
+        sel = ok & (df["relation"] == t[1]).to_numpy()
+        src, dst = m_pos[sel], j_pos[sel]
+        neg = pool[gen.integers(0, len(pool), len(src))] if len(pool) else np.zeros(0, np.int64)
+        out["tasks"][t] = (torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(neg))
+    return out
+
+
+def cold_start_members(mg, max_interactions: int = 1) -> torch.Tensor:
+    """Bool per member node: at most `max_interactions` member -> job edges in the graph (i.e. by the cutoff)."""
+    g = mg.graph
+    degree = torch.zeros(g.num_nodes("member"), dtype=torch.int64)
+    for etype in g.canonical_etypes:
+        if etype[0] == "member" and etype[2] == "job" and not etype[1].startswith("rev_"):
+            degree += g.out_degrees(etype=etype)
+    return degree <= max_interactions
+
+
+def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float | None:
+    if len(pos) == 0:
+        return None
+    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    return roc_auc(labels, torch.cat([pos, neg]).numpy())
+
+
+def score(scorer, pairs: dict, cold: torch.Tensor) -> dict:
+    """AUC per task on all window pairs and on the cold-start members' pairs; scorer(task, src, dst) -> logits."""
+    out = {}
+    for t, (src, dst, neg) in pairs["tasks"].items():
+        with torch.no_grad():
+            pos_s, neg_s = scorer(t, src, dst), scorer(t, src, neg)
+        is_cold = cold[src]
+        out[":".join(t)] = {"auc": _auc(pos_s, neg_s), "cold_start_auc": _auc(pos_s[is_cold], neg_s[is_cold]),
+                            "pairs": len(src), "cold_start_pairs": int(is_cold.sum())}
+    return out
+
+
+def _text_scorer(mg):
+    f = {nt: torch.nn.functional.normalize(mg.features[nt]["text"], dim=1) for nt in ("member", "job")}
+    mask = {nt: mg.features[nt]["text_mask"] for nt in ("member", "job")}
+
+    def scorer(_, src, dst):  # a node without an embedded text scores 0 (no information)
+        s = (f["member"][src] * f["job"][dst]).sum(dim=1)
+        return torch.where(mask["member"][src] & mask["job"][dst], s, torch.zeros_like(s))
+    return scorer
+
+
+def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, days: float,
+             variants: tuple[str, ...] = tuple(VARIANTS), progress: bool = True) -> tuple[dict, dict]:
+    """Train each GNN variant on `mg`, score all on the window after its cutoff.
+
+    Returns (report, trained): report = {"window": ..., "rows": [...]} JSON-ready; trained = variant ->
+    GraphTrainResult (the caller keeps the one it publishes)."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"ablation variants {unknown} are unknown; choose from {list(VARIANTS)}")
+    has_text = all("text" in mg.features.get(nt, {}) for nt in ("member", "job"))
+    if not has_text:
+        dropped = [v for v in variants if v != "gnn_categorical"]
+        if dropped:
+            log.warning("no text embeddings in the graph: variants %s are left out (run `star text embed`)", dropped)
+        variants = tuple(v for v in variants if v == "gnn_categorical")
+    probe = train_cfg.tasks or [e for e in mg.graph.canonical_etypes
+                                if e[0] == "member" and e[2] == "job" and not e[1].startswith("rev_")]
+    pairs = window_pairs(target, mg, list(probe), days, seed=train_cfg.seed)
+    cold = cold_start_members(mg)
+    rows, trained = [], {}
+    for name in variants:
+        switches = VARIANTS[name]
+        if switches is None:
+            metrics = score(_text_scorer(mg), pairs, cold)
+        else:
+            result = train_gnn(mg, replace(model_cfg, **switches), train_cfg, progress=progress)
+            trained[name] = result
+            z = infer(result.model, mg.graph, mg.features, train_cfg.eval_batch_size)
+            metrics = score(lambda t, s, d: result.decoder.score(t, z["member"][s], z["job"][d]), pairs, cold)
+        rows.append({"variant": name, "label": LABELS[name], "tasks": metrics})
+        log.info("%s: %s", name, metrics)
+    window = {k: v for k, v in pairs.items() if k != "tasks"}
+    window["cold_start_members"] = int(cold.sum())
+    window["members"] = int(len(cold))
+    return {"window": window, "rows": _with_lift(rows)}, trained
+
+
+def _with_lift(rows: list[dict]) -> list[dict]:
+    """Relative AUC change against the baseline (gnn_categorical) per task, all pairs and cold start."""
+    base = next((r for r in rows if r["variant"] == "gnn_categorical"), None)
+    for r in rows:
+        for task, m in r["tasks"].items():
+            b = base["tasks"].get(task, {}) if base else {}
+            for key in ("auc", "cold_start_auc"):
+                ok = m.get(key) is not None and b.get(key)
+                m[f"{key}_lift"] = round(m[key] / b[key] - 1, 4) if ok else None
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """Markdown table: one row per variant and task."""
+    w = report["window"]
+    lines = [f"window ({w['start']}, {w['end']}]; cold start = members with <= 1 interaction by the cutoff "
+             f"({w['cold_start_members']} of {w['members']})",
+             "| model | task | AUC | vs baseline | cold-start AUC | vs baseline | pairs (cold) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def f(x, pct=False):
+        return "-" if x is None else (f"{x:+.2%}" if pct else f"{x:.4f}")
+    for r in report["rows"]:
+        for task, m in r["tasks"].items():
+            lines.append(f"| {r['label']} | {task} | {f(m['auc'])} | {f(m['auc_lift'], True)} | "
+                         f"{f(m['cold_start_auc'])} | {f(m['cold_start_auc_lift'], True)} | "
+                         f"{m['pairs']} ({m['cold_start_pairs']}) |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> Path:
+    """Bar chart: AUC per variant, all members vs cold start, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["rows"][0]["tasks"]) if report["rows"] else []
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        labels = [r["label"] for r in report["rows"]]
+        x = np.arange(len(labels))
+        for k, (key, name) in enumerate((("auc", "all members"), ("cold_start_auc", "cold start"))):
+            ax.bar(x + (k - 0.5) * 0.38, [r["tasks"][task][key] or 0 for r in report["rows"]], 0.38, label=name)
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0.4, 1.0)
+        ax.set_ylabel("AUC on the later window")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_report(report: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "ablation.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / "ablation.md").write_text(format_table(report) + "\n")
+    return plot(report, out_dir / "ablation.png")
+
