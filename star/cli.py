@@ -286,13 +286,14 @@ def demo(
     out: Path = typer.Option(Path("out/trainset_apply.parquet"), help="where the training set goes"),
     text: bool = typer.Option(True, help="also fine-tune the text model (briefly) and embed the texts"),
     train_steps: int = typer.Option(30, help="text fine-tuning steps"),
+    graph: bool = typer.Option(True, help="also train the GNN (briefly) and embed the graph"),
 ) -> None:
     """The main job end to end: database, migrations, synthetic marketplace, feast apply, materialize,
-    an online lookup and a point-in-time training set."""
+    an online lookup, a point-in-time training set, text and graph embeddings."""
     from star import pipeline
 
-    _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, text=text, train_steps=train_steps,
-                        emit=_emit))
+    _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, text=text, graph=graph,
+                        train_steps=train_steps, emit=_emit))
 
 
 def main() -> None:

@@ -232,7 +232,7 @@ def _brief(features: dict[str, list]) -> dict[str, list]:
 
 
 def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Path("out/trainset_apply.parquet"),
-         text: bool = True, train_steps: int = 30, emit=print) -> dict:
+         text: bool = True, graph: bool = True, train_steps: int = 30, emit=print) -> dict:
     """The main job end to end on the configured database (the embedded one by default)."""
     from star.store.feast_repo import open_store
     from star.store.online import online_features
@@ -260,4 +260,10 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
         emit(text_train(target, model_cfg=TextModelConfig(max_length=short),
                         train_cfg=TrainConfig(max_steps=train_steps), settings=settings))
         emit(text_embed(target, settings=settings))
+    if graph:
+        from star.graph.train import GraphTrainConfig
+
+        # brief: two epochs; the GNN reads the text version just embedded (when text is on)
+        emit(graph_train(target, train_cfg=GraphTrainConfig(epochs=2), settings=settings))
+        emit(graph_embed(target, settings=settings))
     return {"job": "demo", "seconds": round(time.time() - started, 2)}

@@ -1,0 +1,141 @@
+"""Graph tower speed: adaptive vs fixed-fanout sampling (epoch time, validation AUC), inference rows/s, peak memory
+— the adaptive run against the fixed one in the same process, on the same graph, seed and epochs.
+
+    python bench/graph_sampling.py [--members 20000 --jobs 4000] [--epochs 6] [--fanouts 10,10] [--start 3,3]
+
+Prints one JSON line per run and a summary line:
+    train_time_ratio      adaptive / fixed: seconds of training steps over all epochs (goal <= 0.70)
+    auc_delta             best mean validation AUC, adaptive - fixed (goal >= -0.002)
+    infer_rows_per_s      layer-wise inference over the whole graph, member + job rows per second
+    peak_rss_mb           peak resident memory of each phase (graph build, each training run, inference)
+Plot: bench/results/graph_sampling.png (validation AUC against cumulative training seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from star import db
+from star.config import REPO_ROOT, Settings
+from star.graph.build import GraphConfig, build_graph
+from star.graph.embed import data_end
+from star.graph.model import GNNConfig
+from star.graph.train import GraphTrainConfig, embed_all, train_gnn
+from star.pipeline import seed_synthetic
+
+RESULTS = REPO_ROOT / "bench" / "results"
+
+
+def emit(record: dict) -> dict:
+    print(json.dumps(record, default=str), flush=True)
+    return record
+
+
+def reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def ints(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in value.split(","))
+
+
+def run(mg, name: str, model_cfg: GNNConfig, train_cfg: GraphTrainConfig) -> dict:
+    reset_peak()
+    res = train_gnn(mg, model_cfg, train_cfg, progress=False)
+    m = res.metrics
+    return emit({"run": name, "sampler": train_cfg.sampler, "fanouts_per_epoch": m["fanouts"],
+                 "epoch_seconds": m["epoch_seconds"], "train_seconds": round(sum(m["epoch_seconds"]), 2),
+                 "mean_val_auc": [round(a, 4) for a in m["mean_val_auc"]],
+                 "best_mean_val_auc": round(m["best_mean_val_auc"], 4), "peak_rss_mb": peak_mb(),
+                 "_model": res.model})
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        t, total = [], 0.0
+        for s in r["epoch_seconds"]:
+            total += s
+            t.append(total)
+        ax.plot(t, r["mean_val_auc"], marker="o", label=f"{r['run']} ({r['train_seconds']:.0f} s)")
+    ax.set_xlabel("cumulative training seconds")
+    ax.set_ylabel("mean validation AUC")
+    ax.set_title("adaptive vs fixed neighbour sampling")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--members", type=int, default=20000)
+    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--fanouts", type=ints, default=(10, 10), help="the fixed run's fanouts (and the "
+                                                                       "adaptive run's maximum)")
+    parser.add_argument("--start", type=ints, default=(3, 3), help="the adaptive run's first fanouts")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    target = db.server_target(settings).with_database("star_bench_graph")
+    db.drop_database(target)
+    db.ensure_database(target)
+    db.migrate(target)
+    seed_synthetic(target, members=args.members, jobs=args.jobs, seed=args.seed, progress=False)
+    reset_peak()
+    t0 = time.perf_counter()
+    mg = build_graph(target, GraphConfig(cutoff=data_end(target), text_version={}))
+    emit({"phase": "build graph", "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": peak_mb(),
+          "nodes": {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}, "edges": sum(mg.edge_counts.values()),
+          "threads": torch.get_num_threads()})
+
+    model_cfg = GNNConfig()
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    fixed = run(mg, "fixed", model_cfg, GraphTrainConfig(sampler="uniform", fanouts=args.fanouts, **common))
+    adaptive = run(mg, "adaptive", model_cfg, GraphTrainConfig(sampler="adaptive", adaptive_start=args.start,
+                                                               adaptive_max=args.fanouts, **common))
+    reset_peak()
+    t0 = time.perf_counter()
+    z = embed_all(fixed.pop("_model"), mg)
+    seconds = time.perf_counter() - t0
+    adaptive.pop("_model")
+    rows = sum(len(v) for v in z.values())
+    infer = emit({"phase": "inference (layer-wise, whole graph)", "rows": rows, "seconds": round(seconds, 2),
+                  "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})
+    plot([fixed, adaptive], RESULTS / "graph_sampling.png")
+    emit({"summary": "graph_sampling", "members": args.members, "jobs": args.jobs, "epochs": args.epochs,
+          "train_time_ratio": round(adaptive["train_seconds"] / fixed["train_seconds"], 3),
+          "auc_delta": round(adaptive["best_mean_val_auc"] - fixed["best_mean_val_auc"], 4),
+          "mean_epoch_seconds": {"fixed": round(fixed["train_seconds"] / args.epochs, 2),
+                                 "adaptive": round(adaptive["train_seconds"] / args.epochs, 2)},
+          "infer_rows_per_s": infer["rows_per_second"],
+          "peak_rss_mb": {"fixed": fixed["peak_rss_mb"], "adaptive": adaptive["peak_rss_mb"],
+                          "inference": infer["peak_rss_mb"]},
+          "plot": str(RESULTS / "graph_sampling.png")})
+    db.drop_database(target)
+
+
+if __name__ == "__main__":
+    main()
