@@ -4,7 +4,7 @@
         --NodeInput: concat of the inputs the switches allow --> Linear --> hidden
     HeteroGNN: `layers` x HeteroGraphConv({canonical etype: GATConv}, sum) + a self term W_self h_dst
         (the target node attending to itself), LeakyReLU between layers,
-        BatchNorm1d per node type at the end, L2-normalised out_dim output
+        + a projection of the node's own inputs (input_skip), BatchNorm1d per node type, L2-normalised out_dim output
         forward(blocks, x)         sampled message flow graphs (training)
         forward_full(graph, x)     every neighbour, whole graph at once (small graphs, tests)
         layer(l, g, h_src, h_dst)  one layer, for layer-wise batched inference (star.graph.train.embed_all)
@@ -50,6 +50,9 @@ class GNNConfig:
     decoder: str = field(default="mlp", metadata={"help": "'mlp' over z_src * z_dst, or 'dot' product"})
     dot_scale: float = field(default=10.0, metadata={"help": "logit = dot_scale * cosine for decoder='dot' "
                                                              "(unit vectors: a cosine alone is a too-flat logit)"})
+    input_skip: bool = field(default=True, metadata={"help": "add a projection of each node's own inputs to its "
+                                                             "output (text and categorical features reach the "
+                                                             "embedding undiluted by neighbours)"})
     l2_reg: float = field(default=1e-5, metadata={"help": "weight of mean |z|^2 of the final embeddings before "
                                                           "normalisation (after it |z| is always 1)"})
 
@@ -101,7 +104,9 @@ class NodeInput(nn.Module):
         for nt, spec in specs.items():
             width = 0
             if cfg.use_text and spec.text_dim:
-                self.text[nt] = nn.Linear(spec.text_dim, cfg.hidden)
+                # unit-norm text vectors have entries ~ 1/sqrt(d): LayerNorm brings the projection to the scale of
+                # the N(0, 1) categorical and ID embeddings, else the text signal starts drowned
+                self.text[nt] = nn.Sequential(nn.Linear(spec.text_dim, cfg.hidden), nn.LayerNorm(cfg.hidden))
                 width += cfg.hidden
             if cfg.use_categorical and spec.cat_cards:
                 self.cats[nt] = nn.ModuleList(nn.Embedding(c, cfg.cat_dim) for c in spec.cat_cards)
@@ -163,6 +168,9 @@ class HeteroGNN(nn.Module):
             self.selfs.append(nn.ModuleDict({nt: nn.Linear(cfg.hidden, width) for nt in self.ntypes})
                               if cfg.self_attention else None)
         self.norms = nn.ModuleDict({nt: nn.BatchNorm1d(cfg.out_dim) for nt in self.ntypes})
+        # the node's own inputs straight to the output (jumping knowledge): its text is never diluted by hops
+        self.skip = nn.ModuleDict({nt: nn.Linear(cfg.hidden, cfg.out_dim) for nt in self.ntypes}) \
+            if cfg.input_skip else None
 
     def layer(self, index: int, g, h_src: dict, h_dst: dict) -> dict:
         """One layer on a block or graph; returns hidden features of every dst node type present in h_dst."""
@@ -181,10 +189,13 @@ class HeteroGNN(nn.Module):
             out[nt] = m if last else F.leaky_relu(m, self.cfg.negative_slope)
         return out
 
-    def finish(self, h: dict, *, return_raw: bool = False):
-        """BatchNorm per node type, then L2 normalisation (and the pre-normalisation vectors for the L2 term)."""
+    def finish(self, h: dict, *, h0: dict | None = None, return_raw: bool = False):
+        """(+ input skip of h0, the dst nodes' inputs) BatchNorm per node type, then L2 normalisation (and the
+        pre-normalisation vectors for the L2 term)."""
         raw = {}
         for nt, x in h.items():
+            if self.skip is not None and h0 is not None:
+                x = x + self.skip[nt](h0[nt][:len(x)])
             bn = self.norms[nt]
             if self.training and len(x) < 2:  # batch statistics of one node are undefined: use the running ones
                 x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
@@ -199,18 +210,18 @@ class HeteroGNN(nn.Module):
         dgl = import_dgl()
         nids = {nt: blocks[0].srcnodes[nt].data[dgl.NID] for nt in blocks[0].srctypes
                 if blocks[0].num_src_nodes(nt)}
-        h = self.input(nids, features)
+        h0 = h = self.input(nids, features)  # every block's dst nodes are a prefix of its src nodes
         for i, block in enumerate(blocks):
             h_dst = {nt: x[:block.num_dst_nodes(nt)] for nt, x in h.items() if block.num_dst_nodes(nt)}
             h = self.layer(i, block, h, h_dst)
-        return self.finish(h, return_raw=return_raw)
+        return self.finish(h, h0=h0, return_raw=return_raw)
 
     def forward_full(self, graph, features: dict, *, return_raw: bool = False):
         """Every node of every type with all its neighbours, the whole graph in memory."""
-        h = self.input({nt: torch.arange(graph.num_nodes(nt)) for nt in graph.ntypes}, features)
+        h0 = h = self.input({nt: torch.arange(graph.num_nodes(nt)) for nt in graph.ntypes}, features)
         for i in range(len(self.convs)):
             h = self.layer(i, graph, h, h)
-        return self.finish(h, return_raw=return_raw)
+        return self.finish(h, h0=h0, return_raw=return_raw)
 
 
 class LinkDecoder(nn.Module):

@@ -5,7 +5,8 @@
                         recent edges first, old ones only when there are few recent ones
     AdaptiveFanout      small fanouts first, x factor when validation AUC plateaus (LiGNN-style)
     edge_loader         (input nodes, positive pair graph, negative pair graph, blocks) batches over task edges,
-                        uniform negatives, each batch's edges and their rev_<relation> twins excluded from its blocks
+                        uniform or popularity-matched negatives (popularity_negatives), each batch's edges and
+                        their rev_<relation> twins excluded from its blocks
 
 Personalised-PageRank sampling (paper §4) is not implemented here.
 """
@@ -19,7 +20,8 @@ import torch
 from star.errors import ConfigError
 from star.graph.dgl_compat import import_dgl
 
-__all__ = ["RECENCY", "AdaptiveFanout", "add_recency_weights", "edge_loader", "temporal", "uniform"]
+__all__ = ["RECENCY", "AdaptiveFanout", "add_recency_weights", "edge_loader", "popularity_negatives", "temporal",
+           "uniform"]
 
 RECENCY = "recency_w"  # edata key holding temporal sampling weights
 DAY = 86400.0
@@ -106,8 +108,30 @@ class AdaptiveFanout:
         return True
 
 
+def popularity_negatives(k: int, graph, tasks):
+    """A DGL negative sampler: k negative jobs per positive edge, drawn from the destinations of all task edges,
+    i.e. in proportion to how often each job was interacted with. Uniform negatives are mostly cold, closed or
+    unpopular jobs, which a model tells apart by popularity alone; these make it learn who matches whom."""
+    dgl = import_dgl()
+    pool = {}
+    for t in tasks:
+        pool.setdefault(t[2], []).append(graph.edges(etype=t)[1])
+    pool = {nt: torch.cat(p) for nt, p in pool.items()}
+
+    class PopularityNegatives(dgl.dataloading.negative_sampler._BaseNegativeSampler):
+        def _generate(self, g, eids, canonical_etype):
+            src, _ = g.find_edges(eids, etype=canonical_etype)
+            src = src.repeat_interleave(k)
+            choices = pool.get(canonical_etype[2])
+            if choices is None or not len(choices):
+                return src, torch.randint(0, g.num_nodes(canonical_etype[2]), (len(src),), dtype=src.dtype)
+            return src, choices[torch.randint(0, len(choices), (len(src),))].to(src.dtype)
+
+    return PopularityNegatives()
+
+
 def edge_loader(mg, tasks, sampler, batch_size: int, neg_k: int, train_eids: dict, seed: int, *, graph=None,
-                shuffle: bool = True):
+                shuffle: bool = True, negatives: str = "uniform"):
     """Mini-batches of task edges with `neg_k` uniform negatives each; the batch's edges and their
     rev_<relation> twins are removed from its sampled blocks. `graph` defaults to mg.graph (pass the training
     graph when validation edges must not be seen)."""
@@ -123,7 +147,8 @@ def edge_loader(mg, tasks, sampler, batch_size: int, neg_k: int, train_eids: dic
     eids = {t: torch.as_tensor(train_eids[t], dtype=g.idtype) for t in tasks}
     wrapped = dgl.dataloading.as_edge_prediction_sampler(
         sampler, exclude="reverse_types" if reverse else None, reverse_etypes=reverse or None,
-        negative_sampler=dgl.dataloading.negative_sampler.Uniform(neg_k))
+        negative_sampler=(popularity_negatives(neg_k, g, tasks) if negatives == "popularity"
+                          else dgl.dataloading.negative_sampler.Uniform(neg_k)))
     torch.manual_seed(seed)  # dgl's DataLoader shuffles and draws negatives with torch's global generator
     dgl.seed(seed)           # and samples neighbours with dgl's own
     return dgl.dataloading.DataLoader(g, eids, wrapped, batch_size=batch_size, shuffle=shuffle, drop_last=False,

@@ -38,7 +38,9 @@ class GraphTrainConfig:
     epochs: int = field(default=3, metadata={"help": "passes over the training task edges"})
     batch_size: int = field(default=512, metadata={"help": "positive edges per step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    neg_k: int = field(default=1, metadata={"help": "uniform negative jobs per positive edge"})
+    neg_k: int = field(default=1, metadata={"help": "negative jobs per positive edge"})
+    negatives: str = field(default="popularity", metadata={"help": "'popularity': negatives drawn like the task "
+                                                                   "edges' jobs (learn matching); 'uniform': any job"})
     tasks: tuple[tuple[str, str, str], ...] | None = field(
         default=None, metadata={"help": "canonical etypes to predict; None = every member -> job relation"})
     task_weights: dict | None = field(default=None, metadata={"help": "etype -> lambda_i; None = 1.0 each"})
@@ -56,6 +58,8 @@ class GraphTrainConfig:
     def __post_init__(self):
         if self.sampler not in ("adaptive", "uniform", "temporal"):
             raise ConfigError(f"sampler={self.sampler!r}; use 'adaptive', 'uniform' or 'temporal'")
+        if self.negatives not in ("popularity", "uniform"):
+            raise ConfigError(f"negatives={self.negatives!r}; use 'popularity' or 'uniform'")
         if self.val_negatives not in ("window", "uniform"):
             raise ConfigError(f"val_negatives={self.val_negatives!r}; use 'window' or 'uniform'")
         if not 0 < self.val_fraction < 1:
@@ -141,6 +145,7 @@ def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> di
         ids = torch.arange(graph.num_nodes(nt))
         h[nt] = torch.cat([model.input({nt: c}, features)[nt] for c in ids.split(batch_size)]) if len(ids) else \
             torch.zeros(0, model.cfg.hidden)
+    h0 = h
     nids = {nt: torch.arange(graph.num_nodes(nt), dtype=graph.idtype) for nt in graph.ntypes}
     full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
     for i in range(len(model.convs)):
@@ -155,7 +160,7 @@ def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> di
             for nt, x in model.layer(i, block, h_src, h_dst).items():
                 nxt[nt][output_nodes[nt].long()] = x
         h = nxt
-    z = model.finish(h)
+    z = model.finish(h, h0=h0)
     model.train(was_training)
     return z
 
@@ -234,7 +239,7 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         sampler = _sampler(train_cfg, adaptive)
         metrics["fanouts"].append(list(sampler.fanouts))
         loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
-                                      train_cfg.seed + epoch, graph=train_graph)
+                                      train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
         loss = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
                       f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress)
         metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
