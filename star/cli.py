@@ -234,7 +234,7 @@ def graph_train(
     cutoff: Optional[str] = typer.Option(None, help="graph as of this UTC time (default: data end - eval-days)"),
     eval_days: float = typer.Option(14.0, help="days after the cutoff to evaluate on (Table-4 window)"),
     ablation: bool = typer.Option(False, help="also train the categorical-only and text-minus-categorical GNNs"),
-    epochs: int = typer.Option(3, help="passes over the training edges"),
+    epochs: int = typer.Option(10, help="passes over the training edges"),
     sampler: str = typer.Option("adaptive", help="adaptive | uniform | temporal"),
     fanouts: str = typer.Option("10,10", help="neighbours per layer for uniform / temporal"),
     hidden: int = typer.Option(128, help="hidden width"),

@@ -35,7 +35,7 @@ EType = tuple[str, str, str]
 
 @dataclass(frozen=True, kw_only=True)
 class GraphTrainConfig:
-    epochs: int = field(default=3, metadata={"help": "passes over the training task edges"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training task edges"})
     batch_size: int = field(default=512, metadata={"help": "positive edges per step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     neg_k: int = field(default=1, metadata={"help": "negative jobs per positive edge"})
