@@ -52,15 +52,15 @@ def ints(value: str) -> tuple[int, ...]:
     return tuple(int(x) for x in value.split(","))
 
 
-def run(mg, name: str, model_cfg: GNNConfig, train_cfg: GraphTrainConfig) -> dict:
+def run(mg, name: str, model_cfg: GNNConfig, train_cfg: GraphTrainConfig) -> tuple[dict, object]:
+    """(the run's JSON record, the trained model)."""
     reset_peak()
     res = train_gnn(mg, model_cfg, train_cfg, progress=False)
     m = res.metrics
     return emit({"run": name, "sampler": train_cfg.sampler, "fanouts_per_epoch": m["fanouts"],
                  "epoch_seconds": m["epoch_seconds"], "train_seconds": round(sum(m["epoch_seconds"]), 2),
                  "mean_val_auc": [round(a, 4) for a in m["mean_val_auc"]],
-                 "best_mean_val_auc": round(m["best_mean_val_auc"], 4), "peak_rss_mb": peak_mb(),
-                 "_model": res.model})
+                 "best_mean_val_auc": round(m["best_mean_val_auc"], 4), "peak_rss_mb": peak_mb()}), res.model
 
 
 def plot(runs: list[dict], path: Path) -> None:
@@ -113,14 +113,13 @@ def main() -> None:
 
     model_cfg = GNNConfig()
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
-    fixed = run(mg, "fixed", model_cfg, GraphTrainConfig(sampler="uniform", fanouts=args.fanouts, **common))
-    adaptive = run(mg, "adaptive", model_cfg, GraphTrainConfig(sampler="adaptive", adaptive_start=args.start,
-                                                               adaptive_max=args.fanouts, **common))
+    fixed, model = run(mg, "fixed", model_cfg, GraphTrainConfig(sampler="uniform", fanouts=args.fanouts, **common))
+    adaptive, _ = run(mg, "adaptive", model_cfg, GraphTrainConfig(sampler="adaptive", adaptive_start=args.start,
+                                                                  adaptive_max=args.fanouts, **common))
     reset_peak()
     t0 = time.perf_counter()
-    z = embed_all(fixed.pop("_model"), mg)
+    z = embed_all(model, mg)
     seconds = time.perf_counter() - t0
-    adaptive.pop("_model")
     rows = sum(len(v) for v in z.values())
     infer = emit({"phase": "inference (layer-wise, whole graph)", "rows": rows, "seconds": round(seconds, 2),
                   "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})

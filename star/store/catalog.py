@@ -99,18 +99,32 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
     return created
 
 
+SERVED = ("published", "deprecated", "retired")  # building and candidate vintages are invisible to consumers
+
+
+def retired_query(entity: str, family: str, version: int, served_from: int) -> str:
+    """A retired vintage's source: the serving vintage's rows mapped into its space inside PostgreSQL."""
+    key = ID_COLUMN[entity]
+    return (f"SELECT {key}, event_timestamp, created, "
+            f"star.compat_apply('{family}', {served_from}, {version}, embedding) AS embedding "
+            f"FROM star.{family}_v{served_from}")
+
+
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
-    """Every published view version (features and embeddings), oldest first. Building versions are invisible."""
+    """Every served view version (features and embeddings; published, deprecated, or retired and served through a
+    compatibility map), oldest first. Building and candidate versions are invisible."""
     rows = conn.execute(
-        "SELECT family, version, entity, dim, config FROM star.embedding_versions "
-        "WHERE config->>'kind' = ANY(%s) AND status = 'published' ORDER BY family, version",
-        (list(FAMILY_KINDS + EMBEDDING_KINDS),)).fetchall()
+        "SELECT family, version, entity, dim, config, served_from FROM star.embedding_versions "
+        "WHERE config->>'kind' = ANY(%s) AND status = ANY(%s) ORDER BY family, version",
+        (list(FAMILY_KINDS + EMBEDDING_KINDS), list(SERVED))).fetchall()
     specs = []
-    for family, version, entity, dim, config in rows:
+    for family, version, entity, dim, config, served_from in rows:
         kind = config["kind"]
         features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
+        query = retired_query(entity, family, version, served_from) if served_from is not None else \
+            source_query(entity, kind, features, config.get("table"))
         specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
-                              query=source_query(entity, kind, features, config.get("table"))))
+                              query=query))
     return specs
 
 

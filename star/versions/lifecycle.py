@@ -1,0 +1,199 @@
+"""Embedding vintages over their life: list, show, fit maps between them, deprecate, retire — and keep serving.
+
+    building -> candidate -> published -> deprecated -> retired
+                                                        |  its rows, table and HNSW index are dropped;
+                                                        |  star.<family>_v<j> is then served from the newest
+                                                        v  published vintage k through the map k -> j:
+    Feast view <family>_v<j>  source = SELECT ..., star.compat_apply(family, k, j, embedding) FROM star.<family>_v<k>
+                              (same name, same feature, j's dimension: get_online_features / historical retrieval
+                              of "<family>_v<j>:embedding" change nothing for the consumer)
+    SQL                       star.nearest(family, j, id, k) (migration 0003) translates query and candidates
+
+retire(): 1. map k -> j (fitted or composed from stored maps), its rows into star.embedding_compat_rows, status
+'retired' + served_from, one transaction; 2. feast apply + materialize the view (online rows now translated);
+3. drop the old table. A run that fails after 1 is finished by running retire again; before 1 nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from star.config import DbTarget, Settings
+from star.data.format import ID_COLUMN
+from star.db import connect
+from star.errors import StarError
+from star.store.catalog import EMBEDDING_KINDS
+from star.versions import compat
+
+STATUSES = ("building", "candidate", "published", "deprecated", "retired")
+SERVABLE = ("published", "deprecated", "retired")  # what Feast and SQL serve
+
+
+class VersionError(StarError):
+    """A vintage does not exist, or cannot move to the requested state."""
+
+
+VERSIONS = """
+SELECT v.family, v.version, v.entity, v.dim, v.status, v.served_from, v.feature_view, v.model,
+       v.data_start, v.data_end, v.created_at, v.updated_at,
+       (SELECT count(*) FROM star.embedding_consumers c WHERE c.family = v.family AND c.version = v.version)
+FROM star.embedding_versions v
+WHERE v.config->>'kind' = ANY(%(kinds)s) AND (%(family)s::text IS NULL OR v.family = %(family)s)
+ORDER BY v.family, v.version
+"""
+COLUMNS = ("family", "version", "entity", "dim", "status", "served_from", "feature_view", "model", "data_start",
+           "data_end", "created_at", "updated_at", "consumers")
+
+
+def list_versions(conn: psycopg.Connection, family: str | None = None) -> list[dict]:
+    """Every embedding vintage (or one family's), oldest first."""
+    return [dict(zip(COLUMNS, r)) for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS),
+                                                                   "family": family})]
+
+
+def _version(conn: psycopg.Connection, family: str, version: int) -> dict:
+    rows = list_versions(conn, family)
+    found = [r for r in rows if r["version"] == version]
+    if not found:
+        known = [f"v{r['version']} ({r['status']})" for r in rows]
+        families = sorted({r["family"] for r in list_versions(conn)})
+        raise VersionError(f"{family} has no vintage {version}; available: {', '.join(known) or 'none'}"
+                           + ("" if known else f" (embedding families: {', '.join(families) or 'none'})"))
+    return found[0]
+
+
+def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers: list[str] = ()) -> dict:
+    """A vintage with its lineage, consumers (registered + Feast feature services using it) and maps."""
+    row = _version(conn, family, version)
+    config, metrics = conn.execute("SELECT config, metrics FROM star.embedding_versions WHERE family = %s AND "
+                                   "version = %s", (family, version)).fetchone()
+    consumers = [{"consumer": c, "kind": k, "registered_at": t} for c, k, t in conn.execute(
+        "SELECT consumer, kind, registered_at FROM star.embedding_consumers WHERE family = %s AND version = %s "
+        "ORDER BY 1", (family, version))]
+    consumers += [{"consumer": name, "kind": "feast_feature_service", "registered_at": None}
+                  for name in feast_consumers]
+    maps = {f"v{a}->v{b}": m for a, b, m in conn.execute(
+        "SELECT from_version, to_version, fit_metrics FROM star.embedding_compat WHERE family = %s AND "
+        "(from_version = %s OR to_version = %s) ORDER BY 1, 2", (family, version, version))}
+    return {**row, "config": config, "metrics": metrics, "consumers": consumers, "compat": maps}
+
+
+def register_consumer(conn: psycopg.Connection, family: str, version: int, consumer: str,
+                      kind: str = "ranker") -> None:
+    _version(conn, family, version)
+    conn.execute("INSERT INTO star.embedding_consumers (family, version, consumer, kind) VALUES (%s, %s, %s, %s) "
+                 "ON CONFLICT (family, version, consumer) DO UPDATE SET kind = EXCLUDED.kind",
+                 (family, version, consumer, kind))
+
+
+def _table(family: str, version: int) -> sql.Composed:
+    return sql.Identifier("star", f"{family}_v{version}")
+
+
+def current_vectors(conn: psycopg.Connection, family: str, version: int, entity: str) -> dict[int, np.ndarray]:
+    """entity id -> its current vector in a vintage's own table."""
+    register_vector(conn)
+    key = sql.Identifier(ID_COLUMN[entity])
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(sql.SQL("SELECT {k}, embedding FROM {t} WHERE is_current").format(
+            k=key, t=_table(family, version))).fetchall()
+    return {int(i): e.to_numpy() for i, e in rows}
+
+
+def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version: int, **fit_kw) -> compat.CompatMap:
+    """Fit and store the map from_version -> to_version on the entities current in both (their own rows)."""
+    src, dst = _version(conn, family, from_version), _version(conn, family, to_version)
+    for v in (src, dst):
+        if v["status"] not in ("candidate", "published", "deprecated"):
+            raise VersionError(f"{family} v{v['version']} is {v['status']}: a map is fitted on the vintage's own "
+                               "rows, so both must be candidate, published or deprecated")
+    x, y = current_vectors(conn, family, from_version, src["entity"]), current_vectors(
+        conn, family, to_version, dst["entity"])
+    shared = sorted(set(x) & set(y))
+    m = compat.fit(np.stack([x[i] for i in shared]) if shared else np.zeros((0, src["dim"])),
+                   np.stack([y[i] for i in shared]) if shared else np.zeros((0, dst["dim"])),
+                   family=family, from_version=from_version, to_version=to_version, **fit_kw)
+    compat.store(conn, m)
+    return m
+
+
+def _write_rows(conn: psycopg.Connection, m: compat.CompatMap) -> None:
+    """W's rows as pgvector values (for star.compat_apply), replacing earlier ones."""
+    register_vector(conn)
+    conn.execute("DELETE FROM star.embedding_compat_rows WHERE family = %s AND from_version = %s AND "
+                 "to_version = %s", (m.family, m.from_version, m.to_version))
+    bias = m.bias if m.bias is not None else np.zeros(m.to_dim)
+    with conn.cursor().copy("COPY star.embedding_compat_rows (family, from_version, to_version, i, w, b) "
+                            "FROM STDIN WITH (FORMAT BINARY)") as cp:
+        cp.set_types(["text", "int4", "int4", "int4", "vector", "float8"])
+        for i, (row, b) in enumerate(zip(m.matrix.astype(np.float32), bias)):
+            cp.write_row((m.family, m.from_version, m.to_version, i, row, float(b)))
+
+
+def serving_map(conn: psycopg.Connection, family: str, source: int, goal: int) -> compat.CompatMap:
+    """The stored direct map source -> goal, or one composed along the fewest stored maps (then stored too)."""
+    path = compat.chain_path(compat.stored_pairs(conn, family), source, goal, family=family)
+    if len(path) == 1:
+        return compat.load(conn, family, source, goal)
+    m = compat.compose([compat.load(conn, family, a, b) for a, b in path])
+    compat.store(conn, m)
+    return m
+
+
+def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
+    v = _version(conn, family, version)
+    if v["status"] != "published":
+        raise VersionError(f"{family} v{version} is {v['status']}; only a published vintage can be deprecated")
+    conn.execute("UPDATE star.embedding_versions SET status = 'deprecated', updated_at = now() WHERE family = %s "
+                 "AND version = %s", (family, version))
+    return {"family": family, "version": version, "status": "deprecated"}
+
+
+def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: int | None) -> dict:
+    v = _version(conn, family, version)
+    if v["status"] == "retired":
+        return v
+    if v["status"] not in ("published", "deprecated"):
+        raise VersionError(f"{family} v{version} is {v['status']}; only a published or deprecated vintage can be "
+                           "retired")
+    newer = [r for r in list_versions(conn, family) if r["status"] == "published" and r["version"] != version]
+    if source is None:
+        if not newer:
+            raise VersionError(f"{family} v{version} is the only published vintage: retiring it would leave its "
+                               "consumers nothing to be served from; publish a newer vintage first")
+        source = newer[-1]["version"]
+    elif source not in [r["version"] for r in newer]:
+        raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; published: "
+                           f"{[r['version'] for r in newer]}")
+    m = serving_map(conn, family, source, version)
+    _write_rows(conn, m)
+    conn.execute("UPDATE star.embedding_versions SET status = 'retired', served_from = %s, updated_at = now(), "
+                 "config = config || %s WHERE family = %s AND version = %s",
+                 (source, json.dumps({"served_through": m.metrics.get("chained", [[source, version]])}),
+                  family, version))
+    return _version(conn, family, version)
+
+
+def retire(target: DbTarget, family: str, version: int, *, source: int | None = None,
+           settings: Settings | None = None) -> dict:
+    """Retire a vintage and keep serving it from `source` (default: the newest published) through the map."""
+    from star.pipeline import apply_features, materialize
+
+    with connect(target) as conn:
+        with conn.transaction():
+            conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
+            v = _mark_retired(conn, family, version, source)
+    apply_features(target, settings)
+    materialize(target, settings=settings, feature_views=[f"{family}_v{version}"])
+    with connect(target) as conn:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(family, version)))  # + its HNSW
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(
+                t=sql.Identifier("star", f"{family}_v{version}__staging")))
+    return {"job": "versions retire", "family": family, "version": version, "status": "retired",
+            "served_from": v["served_from"], "consumers": v["consumers"]}
