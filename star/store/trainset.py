@@ -33,6 +33,9 @@ class TrainsetConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed, for a reproducible set"})
     start: pd.Timestamp | None = field(default=None, metadata={"help": "only labels at or after this time"})
     end: pd.Timestamp | None = field(default=None, metadata={"help": "only labels before this time"})
+    features: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Feast feature refs to join, e.g. ('member_text_embedding_v1:embedding', "
+                "'member_categorical_v1:seniority'); None = every feature of the newest views"})
 
 
 def _labels(conn, cfg: TrainsetConfig) -> tuple[pd.DataFrame, str]:
@@ -106,7 +109,7 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
         views = latest_views(conn)
     if labels.empty:
         raise TrainsetError(f"no {cfg.task!r} interactions between {cfg.start} and {cfg.end}; widen the window")
-    refs, renames = feature_refs(views)
+    refs, renames = feature_refs(views) if cfg.features is None else (list(cfg.features), {})
     store = store or open_store(target)
     applied = {fv.name for fv in store.list_feature_views()}
     missing = sorted({ref.split(":")[0] for ref in refs} - applied)
