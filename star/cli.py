@@ -219,13 +219,14 @@ def text_embed(
     version: Optional[int] = typer.Option(None, help="continue exactly this version (checked against the model)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
     skip_empty: bool = typer.Option(False, help="leave empty texts out instead of failing"),
+    candidate: bool = typer.Option(False, help="a new version is a candidate until `star versions publish`"),
 ) -> None:
     """Embed member profiles and job postings into versioned feature views; only new or changed texts."""
     from star import pipeline
     from star.text.embed import EmbedConfig
 
     cfg = EmbedConfig(entities=(entity,) if entity else ("member", "job"), version=version, batch_size=batch_size,
-                      skip_empty=skip_empty)
+                      skip_empty=skip_empty, candidate=candidate)
     _emit(pipeline.text_embed(_target(), model_dir=model_dir, adapter=adapter, base=base, cfg=cfg))
 
 
@@ -266,12 +267,13 @@ def graph_embed(
     model: Optional[Path] = typer.Option(None, help="a trained graph model dir (default: the newest)"),
     cutoff: Optional[str] = typer.Option(None, help="embed the graph as of this UTC time (default: data end)"),
     entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
+    candidate: bool = typer.Option(False, help="a new version is a candidate until `star versions publish`"),
 ) -> None:
     """Embed every member and job with a trained GNN into versioned feature views (Feast, pgvector, HNSW)."""
     from star import pipeline
     from star.graph.embed import GraphEmbedConfig
 
-    cfg = GraphEmbedConfig(entities=(entity,) if entity else ("member", "job"))
+    cfg = GraphEmbedConfig(entities=(entity,) if entity else ("member", "job"), candidate=candidate)
     _emit(pipeline.graph_embed(_target(), model_dir=model, cutoff=_optional_time(cutoff), cfg=cfg))
 
 
@@ -323,6 +325,29 @@ def versions_consumer(family: str, version: int, consumer: str,
         register_consumer(conn, family, version, consumer, kind)
         conn.commit()
     _emit({"job": "versions consumer", "family": family, "version": version, "consumer": consumer, "kind": kind})
+
+
+@versions_app.command("publish")
+def versions_publish(
+    family: str, version: int,
+    ranker: Path = typer.Option(..., help="the frozen ranker dir (star.ranker.save) pinned to the older vintage"),
+    task: str = typer.Option("apply", help="interaction relation labelled 1 in the held-out rows"),
+    max_auc_drop: float = typer.Option(0.005, help="largest allowed ranker AUC drop, translated vs native"),
+    min_mean: float = typer.Option(0.97, help="smallest held-out mean cosine of the map"),
+    min_p5: float = typer.Option(0.94, help="smallest held-out 5th-percentile cosine of the map"),
+    min_overlap: Optional[float] = typer.Option(None, help="smallest overlap@10 of neighbours (default: report)"),
+) -> None:
+    """Publish a candidate vintage through the parity gate (map fit, ranker AUC parity, alignment, overlap)."""
+    from star.versions.gate import GateFailed
+    from star.versions.publish import publish
+
+    try:
+        _emit(publish(_target(), family, version, ranker_dir=ranker, task=task, max_auc_drop=max_auc_drop,
+                      min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap))
+    except GateFailed as exc:  # the numbers first, then the refusal
+        _emit({"job": "versions publish", "family": family, "version": version, "status": "candidate",
+               "gate": exc.report})
+        raise
 
 
 @versions_app.command("deprecate")

@@ -51,6 +51,8 @@ class GraphEmbedConfig:
     batch_size: int = field(default=4096, metadata={"help": "nodes per step of layer-wise inference"})
     hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam"})
+    candidate: bool = field(default=False, metadata={"help": "a new version becomes 'candidate' (publish it through "
+                                                             "the gate: `star versions publish`)"})
 
     def __post_init__(self):
         wrong = [e for e in self.entities if e not in FAMILIES]
@@ -115,7 +117,8 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
                    "build_seconds": round(build_seconds, 2), "infer_seconds": round(infer_seconds, 2),
                    "rows_per_second": round(sum(len(x) for x in z.values()) / infer_seconds, 1)}
             store.publish(conn, v, metrics={"last_run": run, **lineage}, hnsw_m=cfg.hnsw_m,
-                          hnsw_ef_construction=cfg.hnsw_ef_construction, analyze=not done)
+                          hnsw_ef_construction=cfg.hnsw_ef_construction, analyze=not done,
+                          status="candidate" if cfg.candidate else "published")
         out.append({"family": family, "version": v.version, "feature_view": v.name, "new_version": created,
                     "dim": v.dim, **run, "seconds": round(time.time() - started, 2)})
     return out

@@ -99,7 +99,8 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
     return created
 
 
-SERVED = ("published", "deprecated", "retired")  # building and candidate vintages are invisible to consumers
+SERVED = ("candidate", "published", "deprecated", "retired")  # building vintages are invisible to Feast; candidates
+# are applied (shadow views, for the parity gate of `star versions publish`) but not published
 
 
 def retired_query(entity: str, family: str, version: int, served_from: int) -> str:

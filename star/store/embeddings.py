@@ -182,8 +182,9 @@ WHERE t.{key} = m.{key} AND t.is_current IS DISTINCT FROM (t.event_timestamp = m
 
 
 def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hnsw_m: int = 16,
-            hnsw_ef_construction: int = 64, analyze: bool = True) -> int:
-    """Move staged rows into the version table, index it, mark it published: one transaction. Returns rows moved."""
+            hnsw_ef_construction: int = 64, analyze: bool = True, status: str = "published") -> int:
+    """Move staged rows into the version table, index it, mark a building version `status` ('published', or
+    'candidate' for the parity gate): one transaction. Returns rows moved."""
     with conn.transaction():
         cur = conn.execute(sql.SQL(
             "INSERT INTO {t} ({key}, event_timestamp, created, {src}, embedding) "
@@ -201,9 +202,10 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
         start, end = conn.execute(sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {t}").format(
             t=v.table)).fetchone()
         conn.execute(
-            "UPDATE star.embedding_versions SET status = 'published', data_start = %s, data_end = %s, "
-            "metrics = metrics || %s, updated_at = now() WHERE family = %s AND version = %s",
-            (start, end, json.dumps(metrics, default=str), v.family, v.version))
+            "UPDATE star.embedding_versions SET status = CASE WHEN status = 'building' THEN %s ELSE status END, "
+            "data_start = %s, data_end = %s, metrics = metrics || %s, updated_at = now() "
+            "WHERE family = %s AND version = %s",
+            (status, start, end, json.dumps(metrics, default=str), v.family, v.version))
     if moved and analyze:  # statistics for a new table; later small updates are left to autovacuum
         conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved

@@ -34,6 +34,8 @@ class EmbedConfig:
     commit_every: int = field(default=1024, metadata={"help": "texts per committed staging batch (kill-safe unit)"})
     skip_empty: bool = field(default=False, metadata={"help": "leave empty texts out instead of failing"})
     version: int | None = field(default=None, metadata={"help": "continue exactly this version (checked)"})
+    candidate: bool = field(default=False, metadata={"help": "a new version becomes 'candidate' (publish it through "
+                                                             "the gate: `star versions publish`)"})
     hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam (FIELD-NOTES: 64 -> 23 s/100k)"})
 
@@ -97,7 +99,7 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
                "texts_per_second": round(len(todo) / encode_seconds, 1) if encode_seconds else None}
         store.publish(conn, v, metrics={"last_run": run, "texts": total, **lineage},
                       hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-                      analyze=v.status == "building")
+                      analyze=v.status == "building", status="candidate" if cfg.candidate else "published")
     return {"family": family, "version": v.version, "feature_view": v.name, "new_version": created, "dim": v.dim,
             **run, "seconds": round(time.time() - started, 2)}
 

@@ -1,0 +1,71 @@
+"""`star versions publish`: a candidate vintage becomes published only through the parity gate.
+
+    candidate F_vK (an embedding job run with --candidate: rows, HNSW and a Feast view, status 'candidate')
+      --fit_map(K -> J), J = the vintage the frozen ranker reads (F_vJ:embedding)-->  W, b + held-out alignment
+      --build_trainset(the ranker's refs + F_vK, labels after the ranker's training cut)--> held-out PIT rows
+      --star.versions.gate.evaluate_gate--> alignment (mean / p5 cosine), ranker AUC native vs translated,
+                                            overlap@10 of neighbours (translated vs native, no-map baseline)
+      --> report stored in metrics.gate; passed: status 'published'; failed: stays 'candidate', GateFailed
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from star.config import DbTarget, Settings
+from star.db import connect
+from star.versions.lifecycle import VersionError, _version, current_vectors, fit_map
+
+
+def _pinned(ranker, family: str, candidate: int) -> int:
+    """The vintage of `family` the ranker reads."""
+    import re
+
+    found = sorted({int(m.group(1)) for ref in ranker.cfg.refs
+                    if (m := re.fullmatch(rf"{re.escape(family)}_v(\d+):embedding", ref))})
+    if len(found) != 1 or found[0] == candidate:
+        raise VersionError(f"the ranker reads {list(ranker.cfg.refs)}: it must read exactly one other vintage of "
+                           f"{family} (e.g. {family}_v{max(candidate - 1, 1)}:embedding) to gate v{candidate}")
+    return found[0]
+
+
+def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str = "apply",
+            max_auc_drop: float = 0.005, min_mean: float = 0.97, min_p5: float = 0.94,
+            min_overlap: float | None = None, settings: Settings | None = None) -> dict:
+    """Gate candidate `family` v`version` against the ranker's vintage; publish it when the gate passes."""
+    from star.pipeline import apply_features, materialize
+    from star.ranker.model import load
+    from star.store.trainset import TrainsetConfig, build_trainset
+    from star.versions.gate import GateFailed, evaluate_gate, gate_refs
+
+    ranker = load(ranker_dir)
+    old = _pinned(ranker, family, version)
+    with connect(target) as conn:
+        v = _version(conn, family, version)
+        if v["status"] not in ("candidate", "published"):
+            raise VersionError(f"{family} v{version} is {v['status']}; only a candidate (or, to re-check, a "
+                               "published) vintage goes through the gate")
+        m = fit_map(conn, family, version, old)
+        conn.commit()
+        current = {family: (current_vectors(conn, family, old, v["entity"]),
+                            current_vectors(conn, family, version, v["entity"]))}
+    cut = ranker.metrics.get("cut")
+    df = build_trainset(target, TrainsetConfig(task=task, features=gate_refs(ranker.cfg.refs, [m]),
+                                               start=None if cut is None else pd.Timestamp(cut)))
+    report = evaluate_gate(ranker, df, [m], current=current, max_auc_drop=max_auc_drop, min_mean=min_mean,
+                           min_p5=min_p5, min_overlap=min_overlap)
+    report.update({"ranker": str(ranker_dir), "against": old, "heldout_rows": len(df)})
+    status = "published" if report["passed"] else "candidate"
+    with connect(target) as conn:
+        conn.execute("UPDATE star.embedding_versions SET status = %s, metrics = metrics || %s, updated_at = now() "
+                     "WHERE family = %s AND version = %s",
+                     (status, json.dumps({"gate": report}, default=str), family, version))
+        conn.commit()
+    if not report["passed"]:
+        raise GateFailed(report)
+    apply_features(target, settings)
+    materialize(target, settings=settings, feature_views=[f"{family}_v{version}"])
+    return {"job": "versions publish", "family": family, "version": version, "status": status, "gate": report}
