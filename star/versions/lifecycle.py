@@ -179,6 +179,18 @@ def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: i
     return _version(conn, family, version)
 
 
+def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> None:
+    """Re-materializing rewrote every online row of the view: reclaim the dead half so lookups stay as fast as
+    a native vintage's (measured: 1.15x at 100 entities without it)."""
+    from star.store.feast_repo import open_store
+
+    table = f"feast_online.{open_store(target, settings).project}_{view}"
+    with connect(target, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:
+            schema, name = table.split(".")
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, name)))
+
+
 def retire(target: DbTarget, family: str, version: int, *, source: int | None = None,
            settings: Settings | None = None) -> dict:
     """Retire a vintage and keep serving it from `source` (default: the newest published) through the map."""
@@ -190,6 +202,7 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
             v = _mark_retired(conn, family, version, source)
     apply_features(target, settings)
     materialize(target, settings=settings, feature_views=[f"{family}_v{version}"])
+    _vacuum_online(target, f"{family}_v{version}", settings)
     with connect(target) as conn:
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(family, version)))  # + its HNSW
