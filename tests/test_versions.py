@@ -107,3 +107,22 @@ def test_retiring_without_a_map_or_a_successor_fails_and_changes_nothing(target,
     retire(target, FAMILY, 1)  # again: already retired, nothing breaks
     with db.connect(target) as conn:
         assert [r["status"] for r in list_versions(conn, FAMILY)] == ["retired", "published"]
+
+
+def test_a_chained_map_is_checked_against_a_direct_fit(target, encoders):
+    _two_vintages(target, encoders)
+    third = TextEncoder(TextModelConfig(model_dir=encoders[0].cfg.model_dir, pooling="mean", precision="fp32",
+                                        max_length={"member": 384, "job": 384, "resume": 384}))
+    embed_texts(target, third, EmbedConfig(), progress=False)
+    with db.connect(target) as conn:
+        fit_map(conn, FAMILY, 3, 2)
+        fit_map(conn, FAMILY, 2, 1)
+        conn.commit()
+    assert retire(target, FAMILY, 1, source=3)["served_from"] == 3
+    with db.connect(target) as conn:
+        check = compat.load(conn, FAMILY, 3, 1).metrics["chain_check"]
+    assert check["chained"] == [[3, 2], [2, 1]]
+    # v3 and v1 come from the same weights: a direct fit is near exact; the chain through the unrelated v2 is not
+    assert check["direct_cos_mean"] > 0.99
+    assert check["served_by"] == ("direct" if check["chained_cos_mean"] < check["direct_cos_mean"] - 0.01
+                                  else "chain")

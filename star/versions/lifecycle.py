@@ -135,14 +135,31 @@ def _write_rows(conn: psycopg.Connection, m: compat.CompatMap) -> None:
             cp.write_row((m.family, m.from_version, m.to_version, i, row, float(b)))
 
 
-def serving_map(conn: psycopg.Connection, family: str, source: int, goal: int) -> compat.CompatMap:
-    """The stored direct map source -> goal, or one composed along the fewest stored maps (then stored too)."""
+CHAIN_TOLERANCE = 0.01  # a chained map may lose at most this much mean cosine against a directly fitted one
+
+
+def serving_map(conn: psycopg.Connection, family: str, source: int, goal: int, entity: str) -> compat.CompatMap:
+    """The stored direct map source -> goal, or one composed along the fewest stored maps. A composed map is
+    checked against a map fitted directly on the same entities (both vintages still have their rows): if the chain
+    loses more than CHAIN_TOLERANCE mean cosine, the direct map serves. The chosen map is stored."""
     path = compat.chain_path(compat.stored_pairs(conn, family), source, goal, family=family)
     if len(path) == 1:
         return compat.load(conn, family, source, goal)
-    m = compat.compose([compat.load(conn, family, a, b) for a, b in path])
-    compat.store(conn, m)
-    return m
+    chained = compat.compose([compat.load(conn, family, a, b) for a, b in path])
+    x, y = current_vectors(conn, family, source, entity), current_vectors(conn, family, goal, entity)
+    shared = sorted(set(x) & set(y))
+    xs, ys = np.stack([x[i] for i in shared]), np.stack([y[i] for i in shared])
+    direct = compat.fit(xs, ys, family=family, from_version=source, to_version=goal)
+    chain_cos = compat.metrics(chained.apply(xs), ys)["cos_mean"]
+    direct_cos = compat.metrics(direct.apply(xs), ys)["cos_mean"]
+    use = direct if chain_cos < direct_cos - CHAIN_TOLERANCE else chained
+    use = compat.CompatMap(family=family, from_version=source, to_version=goal, matrix=use.matrix, bias=use.bias,
+                           metrics={**use.metrics, "chain_check": {
+                               "chained": [list(p) for p in path], "chained_cos_mean": chain_cos,
+                               "direct_cos_mean": direct_cos, "tolerance": CHAIN_TOLERANCE,
+                               "served_by": "direct" if use is direct else "chain"}})
+    compat.store(conn, use)
+    return use
 
 
 def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
@@ -170,7 +187,7 @@ def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: i
     elif source not in [r["version"] for r in newer]:
         raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; published: "
                            f"{[r['version'] for r in newer]}")
-    m = serving_map(conn, family, source, version)
+    m = serving_map(conn, family, source, version, v["entity"])
     _write_rows(conn, m)
     conn.execute("UPDATE star.embedding_versions SET status = 'retired', served_from = %s, updated_at = now(), "
                  "config = config || %s WHERE family = %s AND version = %s",
