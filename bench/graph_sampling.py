@@ -14,12 +14,12 @@ Plot: bench/results/graph_sampling.png (validation AUC against cumulative traini
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
+from benchkit import emit, fresh_database
 from star import db
 from star.config import REPO_ROOT, Settings
 from star.graph.build import GraphConfig, build_graph
@@ -30,10 +30,6 @@ from star.pipeline import seed_synthetic
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
-
-def emit(record: dict) -> dict:
-    print(json.dumps(record, default=str), flush=True)
-    return record
 
 
 def reset_peak() -> None:
@@ -99,10 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    target = db.server_target(settings).with_database("star_bench_graph")
-    db.drop_database(target)
-    db.ensure_database(target)
-    db.migrate(target)
+    target = fresh_database("star_bench_graph", settings)
     seed_synthetic(target, members=args.members, jobs=args.jobs, seed=args.seed, progress=False)
     reset_peak()
     t0 = time.perf_counter()

@@ -12,11 +12,11 @@ Prints one JSON line per measurement and a summary line with the ratios:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
 
+from benchkit import emit, fresh_database
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, seed_synthetic
@@ -26,10 +26,6 @@ from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.text.train import train
 
-
-def emit(record: dict) -> dict:
-    print(json.dumps(record), flush=True)
-    return record
 
 
 def main() -> None:
@@ -43,10 +39,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    target = db.server_target(settings).with_database("star_bench_text")
-    db.drop_database(target)
-    db.ensure_database(target)
-    db.migrate(target)
+    target = fresh_database("star_bench_text", settings)
     seed_synthetic(target, members=args.members, jobs=args.jobs, seed=0, progress=False)
     lengths = {"job": args.max_length, "member": args.max_length, "resume": args.max_length}
     summary = {"bench": "text_embed", "members": args.members, "max_length": args.max_length}

@@ -15,12 +15,12 @@ drift: long profiles are cut). v1 is fitted to v2 (`star compat fit`) and retire
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import pandas as pd
 
+from benchkit import emit, fresh_database
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic
@@ -32,10 +32,6 @@ from star.versions.lifecycle import fit_map, retire
 
 FAMILY = "member_text_embedding"
 
-
-def emit(record: dict) -> dict:
-    print(json.dumps(record, default=str), flush=True)
-    return record
 
 
 def timed(fn, repeats: int) -> dict:
@@ -74,10 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    target = db.server_target(settings).with_database("star_bench_vintage")
-    db.drop_database(target)
-    db.ensure_database(target)
-    db.migrate(target)
+    target = fresh_database("star_bench_vintage", settings)
     seed_synthetic(target, members=args.members, jobs=args.jobs, seed=0, progress=False)
     for tokens in (128, 48):
         enc = TextEncoder(TextModelConfig(max_length={"member": tokens, "job": tokens, "resume": tokens}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from star.cli_common import _emit, _parse_time, _settings, _target
+from star.cli_versions import compat_app, versions_app
 from star.errors import StarError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -18,40 +19,11 @@ features_app = typer.Typer(no_args_is_help=True, help="The Feast repo: apply the
 text_app = typer.Typer(no_args_is_help=True, help="Text (LLM) embeddings: fine-tune the bi-encoder, embed texts.")
 app.add_typer(db_app, name="db")
 graph_app = typer.Typer(no_args_is_help=True, help="Graph (GNN) embeddings: train the heterogeneous GNN, embed.")
-versions_app = typer.Typer(no_args_is_help=True, help="Embedding vintages: list, show, deprecate, retire.")
-compat_app = typer.Typer(no_args_is_help=True, help="Linear compatibility maps between vintages.")
 app.add_typer(text_app, name="text")
 app.add_typer(versions_app, name="versions")
 app.add_typer(compat_app, name="compat")
 app.add_typer(graph_app, name="graph")
 app.add_typer(features_app, name="features")
-
-
-def _emit(record: dict) -> None:
-    print(json.dumps(record, default=str), flush=True)
-
-
-def _settings():
-    from star.config import Settings
-
-    return Settings.from_env()
-
-
-def _target(start: bool = True):
-    from star import db
-
-    settings = _settings()
-    return db.up(settings) if start else db.server_target(settings, start=False)
-
-
-def _parse_time(value: str | None, default: datetime) -> datetime:
-    """ISO-8601; a time without a zone is UTC."""
-    if value is None:
-        return default
-    import pandas as pd
-
-    ts = pd.Timestamp(value)
-    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
 
 
 @db_app.command("up")
@@ -282,121 +254,6 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
         return tuple(int(x) for x in value.split(","))
     except ValueError:
         raise typer.BadParameter(f"{value!r}: give comma-separated integers, e.g. 10,10", param_hint=option) from None
-
-
-def _feast_consumers(target, view: str) -> list[str]:
-    """Feast feature services that read `view` (consumers registered by `feast apply`)."""
-    from star.store.feast_repo import open_store
-
-    services = open_store(target).list_feature_services()
-    return sorted(fs.name for fs in services if any(p.name == view for p in fs.feature_view_projections))
-
-
-@versions_app.command("list")
-def versions_list(family: Optional[str] = typer.Argument(None, help="e.g. member_text_embedding")) -> None:
-    """Every embedding vintage: status, dimension, what serves it, how many consumers."""
-    from star.db import connect
-    from star.versions.lifecycle import list_versions
-
-    with connect(_target()) as conn:
-        for row in list_versions(conn, family):
-            _emit(row)
-
-
-@versions_app.command("show")
-def versions_show(family: str, version: int) -> None:
-    """One vintage: lineage, metrics, consumers (registered and Feast feature services), compat maps."""
-    from star.db import connect
-    from star.versions.lifecycle import show
-
-    target = _target()
-    with connect(target) as conn:
-        _emit(show(conn, family, version, feast_consumers=_feast_consumers(target, f"{family}_v{version}")))
-
-
-@versions_app.command("consumer")
-def versions_consumer(family: str, version: int, consumer: str,
-                      kind: str = typer.Option("ranker", help="ranker | feature_service | job | other")) -> None:
-    """Record that CONSUMER reads FAMILY vVERSION (shown by `show` before a retirement)."""
-    from star.db import connect
-    from star.versions.lifecycle import register_consumer
-
-    with connect(_target()) as conn:
-        register_consumer(conn, family, version, consumer, kind)
-        conn.commit()
-    _emit({"job": "versions consumer", "family": family, "version": version, "consumer": consumer, "kind": kind})
-
-
-@versions_app.command("publish")
-def versions_publish(
-    family: str, version: int,
-    ranker: Path = typer.Option(..., help="the frozen ranker dir (star.ranker.save) pinned to the older vintage"),
-    task: str = typer.Option("apply", help="interaction relation labelled 1 in the held-out rows"),
-    max_auc_drop: float = typer.Option(0.005, help="largest allowed ranker AUC drop, translated vs native"),
-    min_mean: float = typer.Option(0.97, help="smallest held-out mean cosine of the map"),
-    min_p5: float = typer.Option(0.94, help="smallest held-out 5th-percentile cosine of the map"),
-    min_overlap: Optional[float] = typer.Option(None, help="smallest overlap@10 of neighbours (default: report)"),
-) -> None:
-    """Publish a candidate vintage through the parity gate (map fit, ranker AUC parity, alignment, overlap)."""
-    from star.versions.gate import GateFailed
-    from star.versions.publish import publish
-
-    try:
-        _emit(publish(_target(), family, version, ranker_dir=ranker, task=task, max_auc_drop=max_auc_drop,
-                      min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap))
-    except GateFailed as exc:  # the numbers first, then the refusal
-        _emit({"job": "versions publish", "family": family, "version": version, "status": "candidate",
-               "gate": exc.report})
-        raise
-
-
-@versions_app.command("deprecate")
-def versions_deprecate(family: str, version: int) -> None:
-    """Mark a published vintage deprecated (still served from its own rows)."""
-    from star.db import connect
-    from star.versions.lifecycle import deprecate
-
-    with connect(_target()) as conn:
-        result = deprecate(conn, family, version)
-        conn.commit()
-    _emit(result)
-
-
-@versions_app.command("retire")
-def versions_retire(family: str, version: int,
-                    source: Optional[int] = typer.Option(None, help="serve it from this vintage (default: newest "
-                                                                        "published)")) -> None:
-    """Drop a vintage's rows, table and index; keep serving it (Feast and SQL) through the compat map."""
-    from star.versions.lifecycle import retire
-
-    _emit(retire(_target(), family, version, source=source))
-
-
-@compat_app.command("fit")
-def compat_fit(family: str, from_: int = typer.Option(..., "--from", help="the newer vintage (input)"),
-               to: int = typer.Option(..., "--to", help="the older vintage (output space)"),
-               ridge: float = typer.Option(1e-3, help="ridge strength (x mean diagonal of X'X)"),
-               holdout: float = typer.Option(0.2, help="held-out share for the fit metrics")) -> None:
-    """Fit W (and bias) so that W E_from + b ~ E_to on the entities current in both; store it."""
-    from star.db import connect
-    from star.versions.lifecycle import fit_map
-
-    with connect(_target()) as conn:
-        m = fit_map(conn, family, from_, to, ridge=ridge, holdout=holdout)
-        conn.commit()
-    _emit({"job": "compat fit", "family": family, "from": from_, "to": to, **m.metrics})
-
-
-@compat_app.command("report")
-def compat_report(family: str) -> None:
-    """Every stored map of a family with its fit metrics."""
-    from star.db import connect
-
-    with connect(_target()) as conn:
-        for a, b, metrics, created in conn.execute(
-                "SELECT from_version, to_version, fit_metrics, created_at FROM star.embedding_compat "
-                "WHERE family = %s ORDER BY 1, 2", (family,)):
-            _emit({"family": family, "from": a, "to": b, "created_at": created, **metrics})
 
 
 @app.command()

@@ -1,0 +1,33 @@
+"""What every `star` subcommand shares: the JSON line it prints, the settings, the database it works on."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record, default=str), flush=True)
+
+
+def _settings():
+    from star.config import Settings
+
+    return Settings.from_env()
+
+
+def _target(start: bool = True):
+    from star import db
+
+    settings = _settings()
+    return db.up(settings) if start else db.server_target(settings, start=False)
+
+
+def _parse_time(value: str | None, default: datetime) -> datetime:
+    """ISO-8601; a time without a zone is UTC."""
+    if value is None:
+        return default
+    import pandas as pd
+
+    ts = pd.Timestamp(value)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
