@@ -7,11 +7,12 @@
     Feast view <family>_v<j>  source = SELECT ..., star.compat_apply(family, k, j, embedding) FROM star.<family>_v<k>
                               (same name, same feature, j's dimension: get_online_features / historical retrieval
                               of "<family>_v<j>:embedding" change nothing for the consumer)
-    SQL                       star.nearest(family, j, id, k) (migration 0003) translates query and candidates
+    SQL                       star.nearest(family, j, id, k) (migration 0002) translates query and candidates
 
-retire(): 1. map k -> j (fitted or composed from stored maps), its rows into star.embedding_compat_rows, status
-'retired' + served_from, one transaction; 2. feast apply + materialize the view (online rows now translated);
-3. drop the old table. A run that fails after 1 is finished by running retire again; before 1 nothing changed.
+retire(): 1. map k -> j (stored, or composed and checked against a direct fit), its rows into
+star.embedding_compat_rows, status 'retired' + served_from, one transaction; 2. feast apply + materialize the view
+(online rows now translated) + VACUUM of its online table; 3. drop the old table. A run that fails after 1 is
+finished by running retire again; before 1 nothing changed.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def list_versions(conn: psycopg.Connection, family: str | None = None) -> list[d
                                                                    "family": family})]
 
 
-def _version(conn: psycopg.Connection, family: str, version: int) -> dict:
+def version_row(conn: psycopg.Connection, family: str, version: int) -> dict:
+    """One vintage as listed; an error listing the family's vintages when it does not exist."""
     rows = list_versions(conn, family)
     found = [r for r in rows if r["version"] == version]
     if not found:
@@ -69,7 +71,7 @@ def _version(conn: psycopg.Connection, family: str, version: int) -> dict:
 
 def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers: list[str] = ()) -> dict:
     """A vintage with its lineage, consumers (registered + Feast feature services using it) and maps."""
-    row = _version(conn, family, version)
+    row = version_row(conn, family, version)
     config, metrics = conn.execute("SELECT config, metrics FROM star.embedding_versions WHERE family = %s AND "
                                    "version = %s", (family, version)).fetchone()
     consumers = [{"consumer": c, "kind": k, "registered_at": t} for c, k, t in conn.execute(
@@ -85,7 +87,7 @@ def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers
 
 def register_consumer(conn: psycopg.Connection, family: str, version: int, consumer: str,
                       kind: str = "ranker") -> None:
-    _version(conn, family, version)
+    version_row(conn, family, version)
     conn.execute("INSERT INTO star.embedding_consumers (family, version, consumer, kind) VALUES (%s, %s, %s, %s) "
                  "ON CONFLICT (family, version, consumer) DO UPDATE SET kind = EXCLUDED.kind",
                  (family, version, consumer, kind))
@@ -107,7 +109,7 @@ def current_vectors(conn: psycopg.Connection, family: str, version: int, entity:
 
 def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version: int, **fit_kw) -> compat.CompatMap:
     """Fit and store the map from_version -> to_version on the entities current in both (their own rows)."""
-    src, dst = _version(conn, family, from_version), _version(conn, family, to_version)
+    src, dst = version_row(conn, family, from_version), version_row(conn, family, to_version)
     for v in (src, dst):
         if v["status"] not in ("candidate", "published", "deprecated"):
             raise VersionError(f"{family} v{v['version']} is {v['status']}: a map is fitted on the vintage's own "
@@ -163,7 +165,7 @@ def serving_map(conn: psycopg.Connection, family: str, source: int, goal: int, e
 
 
 def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
-    v = _version(conn, family, version)
+    v = version_row(conn, family, version)
     if v["status"] != "published":
         raise VersionError(f"{family} v{version} is {v['status']}; only a published vintage can be deprecated")
     conn.execute("UPDATE star.embedding_versions SET status = 'deprecated', updated_at = now() WHERE family = %s "
@@ -172,7 +174,7 @@ def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
 
 
 def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: int | None) -> dict:
-    v = _version(conn, family, version)
+    v = version_row(conn, family, version)
     if v["status"] == "retired":
         return v
     if v["status"] not in ("published", "deprecated"):
@@ -193,7 +195,7 @@ def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: i
                  "config = config || %s WHERE family = %s AND version = %s",
                  (source, json.dumps({"served_through": m.metrics.get("chained", [[source, version]])}),
                   family, version))
-    return _version(conn, family, version)
+    return version_row(conn, family, version)
 
 
 def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> None:

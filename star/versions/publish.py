@@ -11,19 +11,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from star.config import DbTarget, Settings
 from star.db import connect
-from star.versions.lifecycle import VersionError, _version, current_vectors, fit_map
+from star.versions.lifecycle import VersionError, current_vectors, fit_map, version_row
 
 
 def _pinned(ranker, family: str, candidate: int) -> int:
     """The vintage of `family` the ranker reads."""
-    import re
-
     found = sorted({int(m.group(1)) for ref in ranker.cfg.refs
                     if (m := re.fullmatch(rf"{re.escape(family)}_v(\d+):embedding", ref))})
     if len(found) != 1 or found[0] == candidate:
@@ -44,7 +43,7 @@ def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, ta
     ranker = load(ranker_dir)
     old = _pinned(ranker, family, version)
     with connect(target) as conn:
-        v = _version(conn, family, version)
+        v = version_row(conn, family, version)
         if v["status"] not in ("candidate", "published"):
             raise VersionError(f"{family} v{version} is {v['status']}; only a candidate (or, to re-check, a "
                                "published) vintage goes through the gate")
