@@ -25,12 +25,11 @@ from benchkit import emit, fresh_database
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic, text_train
-from star.ranker import RankerConfig, save, score, train_ranker
+from star.ranker import RankerConfig, auc, heldout, save, train_ranker
 from star.store.trainset import TrainsetConfig, build_trainset
 from star.text.config import TextModelConfig, TrainConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder, load_model
-from star.text.train import roc_auc
 from star.versions import compat
 from star.versions.lifecycle import current_vectors, fit_map, retire
 from star.versions.publish import publish
@@ -58,9 +57,8 @@ def main() -> None:
     df = build_trainset(target, TrainsetConfig(features=refs.refs))
     ranker, metrics = train_ranker(df, refs)
     ranker_dir = save(ranker, home / "ranker")
-    cut = pd.Timestamp(metrics["cut"])
-    held = df[df["event_timestamp"] >= cut].dropna().reset_index(drop=True)
-    auc_v1 = roc_auc(held["label"].to_numpy(), score(ranker, held))
+    held = heldout(ranker, df)
+    auc_v1 = auc(ranker, held)
     emit({"phase": "ranker on v1", "auc_val": metrics["auc_val"], "heldout_rows": len(held)})
 
     gates = {}
@@ -105,8 +103,9 @@ def main() -> None:
                 emit({"retire": f"{family} v{version}", "error": str(exc)})
     for family in FAMILIES:
         materialize(target, settings=settings, feature_views=[f"{family}_v1"])
-    after = build_trainset(target, TrainsetConfig(features=refs.refs, start=cut)).dropna().reset_index(drop=True)
-    auc_after = roc_auc(after["label"].to_numpy(), score(ranker, after))
+    after = heldout(ranker, build_trainset(target, TrainsetConfig(features=refs.refs,
+                                                                  start=pd.Timestamp(metrics["cut"]))))
+    auc_after = auc(ranker, after)
     emit({"summary": "vintage_parity", "ranker_auc_v1_native": round(auc_v1, 4),
           "ranker_auc_v1_after_retiring_v1_v2": round(auc_after, 4), "delta": round(auc_after - auc_v1, 4),
           "retired": retired, "gates_passed": {k: g["passed"] for k, g in gates.items()}, "chain": chain})

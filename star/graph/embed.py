@@ -103,7 +103,7 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
                                                   kind="graph_embedding", fingerprint=fingerprint,
                                                   model=str(ckpt.path))
                 store.ensure_staging(conn, v)
-            done = v.status == "published" and _rows_at(conn, v, cutoff) == len(emb)
+            done = v.status != "building" and _rows_at(conn, v, cutoff) == len(emb)  # candidates too
             if not done:
                 frame = pd.DataFrame({"entity_id": mg.node_ids[entity], "valid_from": cutoff,
                                       "source_md5": source})

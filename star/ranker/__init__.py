@@ -13,7 +13,8 @@ Importing `star.ranker` loads no torch; nothing here imports feast.
 from star.ranker.config import RankerConfig, RankerError, column
 
 _LAZY = {"Ranker": "star.ranker.model", "score": "star.ranker.model", "score_online": "star.ranker.model",
-         "save": "star.ranker.model", "load": "star.ranker.model", "train_ranker": "star.ranker.train"}
+         "save": "star.ranker.model", "load": "star.ranker.model", "train_ranker": "star.ranker.train",
+         "heldout": "star.ranker.train", "auc": "star.ranker.train"}
 
 __all__ = ["RankerConfig", "RankerError", "column", *_LAZY]
 

@@ -33,6 +33,16 @@ def split_by_rows(df: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, 
     return train.reset_index(drop=True), val.reset_index(drop=True), cut
 
 
+def heldout(ranker: Ranker, df: pd.DataFrame) -> pd.DataFrame:
+    """The complete rows (no missing value) of df at or after the ranker's training cut: its held-out rows."""
+    return df[df["event_timestamp"] >= pd.Timestamp(ranker.metrics["cut"])].dropna().reset_index(drop=True)
+
+
+def auc(ranker: Ranker, df: pd.DataFrame) -> float:
+    """The ranker's ROC AUC on df's labels."""
+    return roc_auc(df["label"].to_numpy(), score(ranker, df))
+
+
 def build_vocab(df: pd.DataFrame, cfg: RankerConfig) -> dict[str, list[str]]:
     """Each categorical ref's distinct string values in df, sorted (index 0 is kept for unseen / missing)."""
     return {ref: sorted({v for v in df[column(ref)].tolist() if isinstance(v, str)}) for ref in cfg.categorical}
