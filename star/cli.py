@@ -221,6 +221,11 @@ def graph_train(
     batch_size: int = typer.Option(512, help="positive edges per step"),
     lr: float = typer.Option(1e-3, help="Adam learning rate"),
     seed_: int = typer.Option(0, "--seed", help="random seed"),
+    align: bool = typer.Option(False, help="BC-Aligner: train a map into the newest published graph vintage with "
+                                           "the model (and through the stored maps to earlier ones)"),
+    align_to: Optional[int] = typer.Option(None, help="with --align: the vintage to map into (default: newest "
+                                                      "published)"),
+    align_weight: float = typer.Option(1.0, help="with --align: weight of the alignment loss"),
 ) -> None:
     """Train the GNN on the graph as of the cutoff, evaluate on the later window, save the model."""
     from star import pipeline
@@ -229,9 +234,10 @@ def graph_train(
 
     model_cfg = GNNConfig(hidden=hidden, out_dim=out_dim, layers=layers, heads=heads)
     train_cfg = GraphTrainConfig(epochs=epochs, sampler=sampler, fanouts=_ints(fanouts, "--fanouts"),
-                                 batch_size=batch_size, lr=lr, seed=seed_)
+                                 batch_size=batch_size, lr=lr, seed=seed_, align_weight=align_weight)
     _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,
-                               model_cfg=model_cfg, train_cfg=train_cfg))
+                               model_cfg=model_cfg, train_cfg=train_cfg, align=align or align_to is not None,
+                               align_to=align_to))
 
 
 @graph_app.command("embed")

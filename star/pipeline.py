@@ -159,10 +159,12 @@ def newest_graph_model(settings: Settings) -> Path | None:
 
 
 def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablation: bool = False, model_cfg=None,
-                train_cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
+                train_cfg=None, align: bool = False, align_to: int | None = None, settings: Settings | None = None,
+                progress: bool = True) -> dict:
     """`star graph train`: graph as of the cutoff (default: data end - eval_days) -> GNN (categorical + ID + newest
     text version) -> evaluated on the later window next to text-only cosine (and, with ablation, the Table-4
-    variants) -> <run>/model + <run>/ablation.{json,md,png}."""
+    variants) -> <run>/model + <run>/ablation.{json,md,png}. align: BC-Aligner training of the kept model into the
+    newest published graph vintage (or align_to), see star.graph.align."""
     import pandas as pd
 
     from star.graph import checkpoint, evaluate
@@ -180,8 +182,13 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
     has_text = bool(mg.text_versions)
     main = "gnn_text" if has_text else "gnn_categorical"
     variants = tuple(evaluate.VARIANTS) if ablation else ((main, "text_cosine") if has_text else (main,))
+    targets = None
+    if align:
+        from star.graph.align import alignment_targets
+
+        targets = alignment_targets(target, mg, to_version=align_to)
     report, trained = evaluate.ablation(target, mg, model_cfg, train_cfg, days=eval_days, variants=variants,
-                                        progress=progress)
+                                        progress=progress, align={main: targets} if targets else None)
     print(evaluate.format_table(report), file=sys.stderr)
     run = settings.graph_models / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     plot = evaluate.save_report(report, run)
@@ -192,6 +199,8 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
             "edges": mg.edge_counts, "variant": main,
             "val_auc": trained[main].metrics["best_mean_val_auc"],
             "epoch_seconds": trained[main].metrics["epoch_seconds"],
+            **({"align": trained[main].align, "align_cos": trained[main].metrics["align_cos"][-1:]}
+               if targets else {}),
             "later_window": {r["variant"]: r["tasks"] for r in report["rows"]}, "plot": str(plot),
             "seconds": round(time.time() - started, 2)}
 

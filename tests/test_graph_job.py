@@ -107,7 +107,7 @@ def test_window_pairs_and_cold_start_cohort(target):
     known = [(m, j) for m, j in rows if m in mg.index["member"] and j in mg.index["job"]]
     got = sorted(zip(mg.node_ids["member"][src.numpy()].tolist(), mg.node_ids["job"][dst.numpy()].tolist()))
     assert got == sorted(known) and len(known) > 0
-    assert set(neg.tolist()) <= set(dst.tolist())  # negatives: jobs of the window
+    assert neg.shape == (len(src), 5) and set(neg.flatten().tolist()) <= set(dst.tolist())  # jobs of the window
     cold = evaluate.cold_start_members(mg)
     for i, member in enumerate(mg.node_ids["member"].tolist()):
         assert bool(cold[i]) == (counts.get(member, 0) <= 1)

@@ -166,6 +166,7 @@ def test_ablation_switches_choose_the_inputs_and_the_model_still_runs(switches):
 def test_block_forward_and_layer_wise_inference_equal_the_full_graph_pass():
     mg = tiny_market(seed=3)
     model = HeteroGNN(small_cfg(layers=2), input_specs(mg), mg.graph.canonical_etypes).eval()
+    model.fit_text_basis(mg.features)  # the text residual takes part in all three passes
     full = model.forward_full(mg.graph, mg.features)
     layer_wise = infer(model, mg.graph, mg.features, batch_size=5)
     sampler = dgl.dataloading.MultiLayerFullNeighborSampler(2)
@@ -179,6 +180,33 @@ def test_block_forward_and_layer_wise_inference_equal_the_full_graph_pass():
     emb = embed_all(model, mg, batch_size=4)
     assert set(emb) == {"member", "job"} and emb["member"].dtype == np.float32
     assert emb["member"].shape == (12, 12) and np.allclose(np.linalg.norm(emb["job"], axis=1), 1, atol=1e-5)
+
+
+def test_text_residual_keeps_member_job_text_cosines_and_starts_the_model_at_them():
+    mg = tiny_market(seed=4)
+    # texts of rank 4 in 8 dims: the top 12 > 8 axes would be the identity; with out_dim 4 the SVD basis is exact
+    gen = torch.Generator().manual_seed(0)
+    mix = torch.randn(4, 8, generator=gen)
+    for nt in ("member", "job"):
+        mg.features[nt]["text"] = torch.randn(len(mg.features[nt]["text"]), 4, generator=gen) @ mix
+        mg.features[nt]["text_mask"] = torch.ones(len(mg.features[nt]["text"]), dtype=torch.bool)
+    model = HeteroGNN(small_cfg(out_dim=4, heads=1, hidden=8), input_specs(mg), mg.graph.canonical_etypes).eval()
+    model.fit_text_basis(mg.features)
+    assert torch.equal(model.text_basis_member, model.text_basis_job)  # one basis: cross-type cosines survive
+    t = model.text_of({nt: torch.arange(mg.graph.num_nodes(nt)) for nt in ("member", "job")}, mg.features)
+    raw = mg.features["member"]["text"] @ mg.features["job"]["text"].T
+    projected = (t["member"] @ model.text_basis_member) @ (t["job"] @ model.text_basis_job).T
+    assert torch.allclose(projected, raw, atol=1e-3 * raw.abs().max())
+    # with the residual weight large, the embeddings' member-job cosines are the texts' cosines
+    with torch.no_grad():
+        for w in model.text_weight.values():
+            w.fill_(1e6)
+    z = infer(model, mg.graph, mg.features)
+    cos = torch.nn.functional.normalize(mg.features["member"]["text"], dim=1) @ \
+        torch.nn.functional.normalize(mg.features["job"]["text"], dim=1).T
+    assert torch.allclose(z["member"] @ z["job"].T, cos, atol=1e-3)
+    off = HeteroGNN(small_cfg(text_residual=False), input_specs(mg), mg.graph.canonical_etypes)
+    assert off.text_types == [] and not [n for n, _ in off.named_buffers() if n.startswith("text_basis")]
 
 
 def test_validation_edges_never_reach_the_training_graph_or_its_batches():

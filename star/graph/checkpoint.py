@@ -25,6 +25,7 @@ import torch
 
 from star.errors import StarError
 from star.graph.config import GraphConfig
+from star.graph.align import Aligner
 from star.graph.features import positions
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, NodeSpec, input_specs
 from star.graph.train import GraphTrainConfig
@@ -48,6 +49,7 @@ class GraphCheckpoint:
     info: dict
     node_ids: dict[str, np.ndarray]
     vocab: dict[str, dict[str, list[str]]]
+    aligner: Aligner | None = None  # BC-Aligner maps into the previous vintage (info["align"] says which)
 
     @property
     def sha256(self) -> str:
@@ -74,7 +76,8 @@ def save(out_dir: Path, result, mg, model_cfg: GNNConfig, train_cfg: GraphTrainC
     weights = out_dir / WEIGHTS
     torch.save({"model": result.model.state_dict(), "decoder": result.decoder.state_dict(),
                 "node_ids": {nt: ids.tolist() for nt, ids in mg.node_ids.items()},
-                "vocab": mg.categorical_vocab}, weights)
+                "vocab": mg.categorical_vocab,
+                **({"aligner": result.aligner.state_dict()} if getattr(result, "aligner", None) else {})}, weights)
     specs = input_specs(mg)
     info = {
         "model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "graph": mg.config.to_dict(),
@@ -83,6 +86,7 @@ def save(out_dir: Path, result, mg, model_cfg: GNNConfig, train_cfg: GraphTrainC
         "specs": {nt: {"num_nodes": s.num_nodes, "text_dim": s.text_dim, "cat_cards": list(s.cat_cards)}
                   for nt, s in specs.items()},
         "metrics": result.metrics, "evaluation": evaluation, "weights_sha256": _sha256(weights),
+        "align": getattr(result, "align", None),
     }
     (out_dir / INFO).write_text(json.dumps(info, indent=1, default=str))
     return out_dir
@@ -112,10 +116,15 @@ def load(model_dir: Path) -> GraphCheckpoint:
     decoder.load_state_dict(state["decoder"])
     model.eval()
     decoder.eval()
+    aligner = None
+    if info.get("align"):
+        aligner = Aligner(model_cfg.out_dim, {nt: a["to_dim"] for nt, a in info["align"].items()})
+        aligner.load_state_dict(state["aligner"])
+        aligner.eval()
     node_ids = {nt: np.asarray(ids, dtype=np.int64 if nt in ("member", "job") else object)
                 for nt, ids in state["node_ids"].items()}
     return GraphCheckpoint(path=model_dir, model=model, decoder=decoder, model_cfg=model_cfg, info=info,
-                           node_ids=node_ids, vocab=state["vocab"])
+                           node_ids=node_ids, vocab=state["vocab"], aligner=aligner)
 
 
 def graph_config(ckpt: GraphCheckpoint, cutoff: pd.Timestamp) -> GraphConfig:

@@ -74,6 +74,7 @@ def _rows_at(conn, v, cutoff: pd.Timestamp) -> int:
 def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
                 cfg: GraphEmbedConfig = GraphEmbedConfig(), progress: bool = True) -> list[dict]:
     """Embed every member and job of the graph at `cutoff` (default: the data's end); one dict per family."""
+    from star.graph.align import store_joint_map
     from star.graph.build import build_graph
     from star.graph.checkpoint import adapt, graph_config
     from star.graph.train import infer
@@ -119,6 +120,11 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
             store.publish(conn, v, metrics={"last_run": run, **lineage}, hnsw_m=cfg.hnsw_m,
                           hnsw_ef_construction=cfg.hnsw_ef_construction, analyze=not done,
                           status="candidate" if cfg.candidate else "published")
+            joint = store_joint_map(conn, ckpt, entity, v.version)
+            conn.commit()
+            if joint is not None:
+                run["compat_map"] = {"to_version": ckpt.info["align"][entity]["to_version"], "method": "bc_aligner",
+                                     "heldout": joint.get("heldout")}
         out.append({"family": family, "version": v.version, "feature_view": v.name, "new_version": created,
                     "dim": v.dim, **run, "seconds": round(time.time() - started, 2)})
     return out

@@ -2,8 +2,8 @@
 
     graph at cutoff T --train_gnn per variant--> member / job embeddings from the graph at T
     star.interactions in (T, T + window], member and job both nodes at T --> positives per task
-    one negative per positive: a job drawn from the window's positives (popularity-matched, so the AUC measures
-    matching, not which jobs were new or busy)
+    `negatives` (default 5) negatives per positive: jobs drawn from the window's positives (popularity-matched, so
+    the AUC measures matching, not which jobs were new or busy); several per positive lower the AUC's sampling noise
     cold start: members with <= 1 member -> job interaction at or before T
 
     variants   gnn_categorical   GNN, categorical + ID inputs (baseline)
@@ -55,10 +55,14 @@ ORDER BY event_timestamp, member_id, job_id
 """
 
 
-def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed: int = 0) -> dict:
-    """Positives and fixed negatives per task from (cutoff, cutoff + days], as node indexes of `mg`."""
+def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed: int = 0,
+                 negatives: int = 5) -> dict:
+    """Positives and fixed negatives per task from (cutoff, cutoff + days], as node indexes of `mg`: per task
+    (src, dst, neg) with neg of shape (len(src), negatives), jobs of the window drawn as often as they occur."""
     if days <= 0:
         raise ConfigError(f"eval window days={days}: must be > 0, e.g. 14")
+    if negatives < 1:
+        raise ConfigError(f"eval negatives={negatives}: must be >= 1 per positive, e.g. 5")
     start = mg.cutoff
     end = start + pd.Timedelta(days=days)
     with connect(target) as conn:
@@ -75,7 +79,8 @@ def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed:
     for t in tasks:
         sel = ok & (df["relation"] == t[1]).to_numpy()
         src, dst = m_pos[sel], j_pos[sel]
-        neg = pool[gen.integers(0, len(pool), len(src))] if len(pool) else np.zeros(0, np.int64)
+        neg = (pool[gen.integers(0, len(pool), (len(src), negatives))] if len(pool)
+               else np.zeros((0, negatives), np.int64))
         out["tasks"][t] = (torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(neg))
     return out
 
@@ -101,10 +106,13 @@ def score(scorer, pairs: dict, cold: torch.Tensor) -> dict:
     """AUC per task on all window pairs and on the cold-start members' pairs; scorer(task, src, dst) -> logits."""
     out = {}
     for t, (src, dst, neg) in pairs["tasks"].items():
+        k = neg.shape[1]
         with torch.no_grad():
-            pos_s, neg_s = scorer(t, src, dst), scorer(t, src, neg)
+            pos_s = scorer(t, src, dst)
+            neg_s = scorer(t, src.repeat_interleave(k), neg.reshape(-1)).reshape(-1, k)
         is_cold = cold[src]
-        out[":".join(t)] = {"auc": _auc(pos_s, neg_s), "cold_start_auc": _auc(pos_s[is_cold], neg_s[is_cold]),
+        out[":".join(t)] = {"auc": _auc(pos_s, neg_s.reshape(-1)),
+                            "cold_start_auc": _auc(pos_s[is_cold], neg_s[is_cold].reshape(-1)),
                             "pairs": len(src), "cold_start_pairs": int(is_cold.sum())}
     return out
 
@@ -120,8 +128,10 @@ def _text_scorer(mg):
 
 
 def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, days: float,
-             variants: tuple[str, ...] = tuple(VARIANTS), progress: bool = True) -> tuple[dict, dict]:
-    """Train each GNN variant on `mg`, score all on the window after its cutoff.
+             variants: tuple[str, ...] = tuple(VARIANTS), negatives: int = 5, align: dict | None = None,
+             progress: bool = True) -> tuple[dict, dict]:
+    """Train each GNN variant on `mg`, score all on the window after its cutoff. align: variant -> alignment
+    targets (star.graph.align) for the variants trained with BC-Aligner.
 
     Returns (report, trained): report = {"window": ..., "rows": [...]} JSON-ready; trained = variant ->
     GraphTrainResult (the caller keeps the one it publishes)."""
@@ -136,7 +146,7 @@ def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainCo
         variants = tuple(v for v in variants if v == "gnn_categorical")
     probe = train_cfg.tasks or [e for e in mg.graph.canonical_etypes
                                 if e[0] == "member" and e[2] == "job" and not e[1].startswith("rev_")]
-    pairs = window_pairs(target, mg, list(probe), days, seed=train_cfg.seed)
+    pairs = window_pairs(target, mg, list(probe), days, seed=train_cfg.seed, negatives=negatives)
     cold = cold_start_members(mg)
     rows, trained = [], {}
     for name in variants:
@@ -144,13 +154,15 @@ def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainCo
         if switches is None:
             metrics = score(_text_scorer(mg), pairs, cold)
         else:
-            result = train_gnn(mg, replace(model_cfg, **switches), train_cfg, progress=progress)
+            result = train_gnn(mg, replace(model_cfg, **switches), train_cfg, progress=progress,
+                               align=(align or {}).get(name))
             trained[name] = result
             z = infer(result.model, mg.graph, mg.features, train_cfg.eval_batch_size)
             metrics = score(lambda t, s, d: result.decoder.score(t, z["member"][s], z["job"][d]), pairs, cold)
         rows.append({"variant": name, "label": LABELS[name], "tasks": metrics})
         log.info("%s: %s", name, metrics)
     window = {k: v for k, v in pairs.items() if k != "tasks"}
+    window["negatives_per_positive"] = negatives
     window["cold_start_members"] = int(cold.sum())
     window["members"] = int(len(cold))
     return {"window": window, "rows": _with_lift(rows)}, trained

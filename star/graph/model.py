@@ -4,7 +4,9 @@
         --NodeInput: concat of the inputs the switches allow --> Linear --> hidden
     HeteroGNN: `layers` x HeteroGraphConv({canonical etype: GATConv}, sum) + a self term W_self h_dst
         (the target node attending to itself), LeakyReLU between layers,
-        + a projection of the node's own inputs (input_skip), BatchNorm1d per node type, L2-normalised out_dim output
+        + a projection of the node's own inputs (input_skip), BatchNorm1d per node type,
+        + w * (own text @ P) for members and jobs (text_residual; P = the texts' top principal axes, fixed),
+        L2-normalised out_dim output
         forward(blocks, x)         sampled message flow graphs (training)
         forward_full(graph, x)     every neighbour, whole graph at once (small graphs, tests)
         layer(l, g, h_src, h_dst)  one layer, for layer-wise batched inference (star.graph.train.embed_all)
@@ -53,6 +55,11 @@ class GNNConfig:
     input_skip: bool = field(default=True, metadata={"help": "add a projection of each node's own inputs to its "
                                                              "output (text and categorical features reach the "
                                                              "embedding undiluted by neighbours)"})
+    text_residual: bool = field(default=True, metadata={"help": "add each member's / job's own text embedding, "
+                                                                "projected onto the texts' top out_dim principal "
+                                                                "axes (fixed), to its output with a learned weight: "
+                                                                "the GNN starts from text similarity and learns what "
+                                                                "the graph adds"})
     l2_reg: float = field(default=1e-5, metadata={"help": "weight of mean |z|^2 of the final embeddings before "
                                                           "normalisation (after it |z| is always 1)"})
 
@@ -171,6 +178,43 @@ class HeteroGNN(nn.Module):
         # the node's own inputs straight to the output (jumping knowledge): its text is never diluted by hops
         self.skip = nn.ModuleDict({nt: nn.Linear(cfg.hidden, cfg.out_dim) for nt in self.ntypes}) \
             if cfg.input_skip else None
+        # text residual: fixed basis (fit_text_basis) and a learned weight, starting at the norm of a BatchNorm output
+        self.text_types = [nt for nt in self.ntypes if cfg.use_text and cfg.text_residual and specs[nt].text_dim
+                           and nt in ENTITY_TYPES]
+        for nt in self.text_types:
+            self.register_buffer(f"text_basis_{nt}", torch.zeros(specs[nt].text_dim, cfg.out_dim))
+        self.text_weight = nn.ParameterDict({nt: nn.Parameter(torch.tensor(float(cfg.out_dim) ** 0.5))
+                                             for nt in self.text_types})
+
+    @torch.no_grad()
+    def fit_text_basis(self, features: dict) -> None:
+        """Basis of the text residual: the top out_dim right singular vectors of every member and job text
+        embedding (one basis per text width, shared by the types that have it, so member-job text cosines survive
+        the projection; exact when text_dim <= out_dim)."""
+        widths: dict[int, list[str]] = {}
+        for nt in self.text_types:
+            widths.setdefault(features[nt]["text"].shape[1], []).append(nt)
+        for d, types in widths.items():
+            if d <= self.cfg.out_dim:
+                basis = torch.eye(d, self.cfg.out_dim)
+            else:
+                x = torch.cat([features[nt]["text"][features[nt]["text_mask"]] for nt in types]).float()
+                if len(x) > 50000:  # the leading axes of a random sample are the same to within noise
+                    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:50000]]
+                basis = torch.linalg.svd(x, full_matrices=False)[2][:self.cfg.out_dim].T
+                if basis.shape[1] < self.cfg.out_dim:  # fewer texts than out_dim
+                    basis = torch.cat([basis, basis.new_zeros(d, self.cfg.out_dim - basis.shape[1])], dim=1)
+            for nt in types:
+                getattr(self, f"text_basis_{nt}").copy_(basis)
+
+    def text_of(self, nids: dict[str, torch.Tensor], features: dict) -> dict[str, torch.Tensor]:
+        """Raw text embeddings (zero where a node has none) of the text-residual node types in nids."""
+        out = {}
+        for nt in self.text_types:
+            if nt in nids:
+                idx = nids[nt].long()
+                out[nt] = features[nt]["text"][idx] * features[nt]["text_mask"][idx].unsqueeze(1)
+        return out
 
     def layer(self, index: int, g, h_src: dict, h_dst: dict) -> dict:
         """One layer on a block or graph; returns hidden features of every dst node type present in h_dst."""
@@ -189,10 +233,10 @@ class HeteroGNN(nn.Module):
             out[nt] = m if last else F.leaky_relu(m, self.cfg.negative_slope)
         return out
 
-    def finish(self, h: dict, *, h0: dict | None = None, return_raw: bool = False):
-        """(+ input skip of h0, the dst nodes' inputs) BatchNorm per node type, then L2 normalisation (and the
-        pre-normalisation vectors for the L2 term)."""
-        raw = {}
+    def finish(self, h: dict, *, h0: dict | None = None, t0: dict | None = None, return_raw: bool = False):
+        """(+ input skip of h0, the dst nodes' inputs) BatchNorm per node type (+ text residual of t0, their raw
+        texts), then L2 normalisation (and the pre-normalisation vectors for the L2 term)."""
+        raw, out = {}, {}
         for nt, x in h.items():
             if self.skip is not None and h0 is not None:
                 x = x + self.skip[nt](h0[nt][:len(x)])
@@ -202,7 +246,10 @@ class HeteroGNN(nn.Module):
             else:
                 x = bn(x)
             raw[nt] = x
-        z = {nt: F.normalize(x, dim=1) for nt, x in raw.items()}
+            if t0 is not None and nt in t0:
+                x = x + self.text_weight[nt] * (t0[nt][:len(x)] @ getattr(self, f"text_basis_{nt}"))
+            out[nt] = x
+        z = {nt: F.normalize(x, dim=1) for nt, x in out.items()}
         return (z, raw) if return_raw else z
 
     def forward(self, blocks: list, features: dict, *, return_raw: bool = False):
@@ -214,14 +261,15 @@ class HeteroGNN(nn.Module):
         for i, block in enumerate(blocks):
             h_dst = {nt: x[:block.num_dst_nodes(nt)] for nt, x in h.items() if block.num_dst_nodes(nt)}
             h = self.layer(i, block, h, h_dst)
-        return self.finish(h, h0=h0, return_raw=return_raw)
+        return self.finish(h, h0=h0, t0=self.text_of(nids, features), return_raw=return_raw)
 
     def forward_full(self, graph, features: dict, *, return_raw: bool = False):
         """Every node of every type with all its neighbours, the whole graph in memory."""
-        h0 = h = self.input({nt: torch.arange(graph.num_nodes(nt)) for nt in graph.ntypes}, features)
+        nids = {nt: torch.arange(graph.num_nodes(nt)) for nt in graph.ntypes}
+        h0 = h = self.input(nids, features)
         for i in range(len(self.convs)):
             h = self.layer(i, graph, h, h)
-        return self.finish(h, h0=h0, return_raw=return_raw)
+        return self.finish(h, h0=h0, t0=self.text_of(nids, features), return_raw=return_raw)
 
 
 class LinkDecoder(nn.Module):

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from star.errors import ConfigError
 from star.graph import sampling
+from star.graph.align import AlignTarget, Aligner, cosine_report
 from star.graph.dgl_compat import import_dgl
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, input_specs, l2_penalty
 from star.text.train import roc_auc, seed_everything
@@ -52,6 +53,8 @@ class GraphTrainConfig:
     val_fraction: float = field(default=0.2, metadata={"help": "latest share of task edges held out"})
     val_negatives: str = field(default="window", metadata={"help": "'window': negatives are jobs of the validation "
                                                                    "window (popularity-matched); 'uniform': any job"})
+    align_weight: float = field(default=1.0, metadata={"help": "weight of the alignment loss when training with "
+                                                               "alignment targets (star.graph.align)"})
     eval_batch_size: int = field(default=4096, metadata={"help": "nodes per step of layer-wise inference"})
     seed: int = field(default=0, metadata={"help": "python, numpy, torch and dgl seeds"})
 
@@ -64,6 +67,8 @@ class GraphTrainConfig:
             raise ConfigError(f"val_negatives={self.val_negatives!r}; use 'window' or 'uniform'")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction}: must be in (0, 1), e.g. 0.2")
+        if self.align_weight < 0:
+            raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         if self.epochs < 1 or self.batch_size < 1 or self.neg_k < 1:
             raise ConfigError("epochs, batch_size and neg_k must be >= 1")
         if self.tasks is not None:
@@ -83,6 +88,8 @@ class GraphTrainResult:
     tasks: list[EType]
     cut_ts: float = field(metadata={"help": "validation edges are those at or after this epoch second"})
     metrics: dict = field(metadata={"help": "val_auc (task -> per epoch), epoch_seconds, fanouts, seconds, ..."})
+    aligner: Aligner | None = field(default=None, metadata={"help": "the jointly trained maps (align given)"})
+    align: dict | None = field(default=None, metadata={"help": "entity -> AlignTarget.describe()"})
 
 
 def _tasks(graph, requested) -> list[EType]:
@@ -147,6 +154,7 @@ def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> di
             torch.zeros(0, model.cfg.hidden)
     h0 = h
     nids = {nt: torch.arange(graph.num_nodes(nt), dtype=graph.idtype) for nt in graph.ntypes}
+    t0 = model.text_of(nids, features)
     full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
     for i in range(len(model.convs)):
         width = model.cfg.out_dim if i == len(model.convs) - 1 else model.cfg.hidden
@@ -160,7 +168,7 @@ def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> di
             for nt, x in model.layer(i, block, h_src, h_dst).items():
                 nxt[nt][output_nodes[nt].long()] = x
         h = nxt
-    z = model.finish(h, h0=h0)
+    z = model.finish(h, h0=h0, t0=t0)
     model.train(was_training)
     return z
 
@@ -197,7 +205,9 @@ def _val_auc(decoder: LinkDecoder, z: dict, val: dict, negatives: dict) -> dict[
     return out
 
 
-def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool) -> float:
+def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool,
+           align: tuple[Aligner, dict[str, AlignTarget], float] | None = None) -> float:
+    dgl = import_dgl()
     model.train()
     decoder.train()
     total, steps = 0.0, 0
@@ -206,6 +216,12 @@ def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, prog
         loss = decoder.loss(decoder.score_graph(pos_g, z), decoder.score_graph(neg_g, z))
         if l2_reg:
             loss = loss + l2_reg * l2_penalty(raw)
+        if align is not None:
+            aligner, targets, weight = align
+            nids = {nt: blocks[-1].dstnodes[nt].data[dgl.NID] for nt in z}
+            term = aligner.loss(z, nids, targets)
+            if term is not None:
+                loss = loss + weight * term
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -213,8 +229,11 @@ def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, prog
     return total / max(steps, 1)
 
 
-def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True) -> GraphTrainResult:
-    """Train on the edges before the time cut, validate on the latest ones; see the module docstring."""
+def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True,
+              align: dict[str, AlignTarget] | None = None) -> GraphTrainResult:
+    """Train on the edges before the time cut, validate on the latest ones; see the module docstring. With
+    `align` (star.graph.align.alignment_targets) a linear map into the previous vintage's space is trained with the
+    model (BC-Aligner), weighted by train_cfg.align_weight."""
     dgl = import_dgl()
     started = time.perf_counter()
     seed_everything(train_cfg.seed)
@@ -222,15 +241,20 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
     tasks = _tasks(mg.graph, train_cfg.tasks)
     train_graph, cut_ts, train_eids, val = split_by_time(mg.graph, tasks, train_cfg.val_fraction)
     model = HeteroGNN(model_cfg, input_specs(mg), mg.graph.canonical_etypes)
+    model.fit_text_basis(mg.features)
     weights = {tuple(k): v for k, v in (train_cfg.task_weights or {}).items()}
     decoder = LinkDecoder(model_cfg, tasks, weights)
-    opt = torch.optim.Adam([*model.parameters(), *decoder.parameters()], lr=train_cfg.lr)
+    aligner = Aligner(model_cfg.out_dim, {nt: t.to_dim for nt, t in align.items()}) if align else None
+    if aligner:
+        aligner.refit(infer(model, train_graph, mg.features, train_cfg.eval_batch_size), align)
+    opt = torch.optim.Adam([*model.parameters(), *decoder.parameters(),
+                            *(aligner.parameters() if aligner else [])], lr=train_cfg.lr)
     adaptive = (sampling.AdaptiveFanout(start=train_cfg.adaptive_start, maximum=train_cfg.adaptive_max)
                 if train_cfg.sampler == "adaptive" else None)
     num_nodes = {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}
     negatives = _val_negatives(val, num_nodes, train_cfg.val_negatives, train_cfg.seed)
     metrics = {"val_auc": {":".join(t): [] for t in tasks}, "mean_val_auc": [], "train_loss": [],
-               "epoch_seconds": [], "fanouts": [], "cut_ts": cut_ts,
+               "epoch_seconds": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
                "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
                "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
     best, best_state = -1.0, None
@@ -241,10 +265,15 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
                                       train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
         loss = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
-                      f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress)
+                      f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress,
+                      (aligner, align, train_cfg.align_weight) if aligner else None)
         metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
         decoder.eval()
-        aucs = _val_auc(decoder, infer(model, train_graph, mg.features, train_cfg.eval_batch_size), val, negatives)
+        z_val = infer(model, train_graph, mg.features, train_cfg.eval_batch_size)
+        aucs = _val_auc(decoder, z_val, val, negatives)
+        if aligner:
+            aligner.refit(z_val, align)
+            metrics["align_cos"].append(cosine_report(aligner, z_val, align))
         known = [a for a in aucs.values() if a is not None]
         mean = float(np.mean(known)) if known else float("nan")
         for k, a in aucs.items():
@@ -253,18 +282,22 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         metrics["train_loss"].append(loss)
         log.info("epoch %d: loss %.4f, val auc %s, fanouts %s", epoch + 1, loss, aucs, sampler.fanouts)
         if known and mean > best:
-            best, best_state = mean, (copy.deepcopy(model.state_dict()), copy.deepcopy(decoder.state_dict()))
+            best, best_state = mean, (copy.deepcopy(model.state_dict()), copy.deepcopy(decoder.state_dict()),
+                                      copy.deepcopy(aligner.state_dict()) if aligner else None)
         if adaptive is not None and adaptive.update(mean if known else None):
             log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
     if best_state is not None:
         model.load_state_dict(best_state[0])
         decoder.load_state_dict(best_state[1])
+        if aligner:
+            aligner.load_state_dict(best_state[2])
     metrics["best_mean_val_auc"] = best if best_state is not None else None
     metrics["fanout_history"] = [list(f) for f in adaptive.history] if adaptive else [list(train_cfg.fanouts)]
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     model.eval()
     decoder.eval()
-    return GraphTrainResult(model=model, decoder=decoder, tasks=tasks, cut_ts=cut_ts, metrics=metrics)
+    return GraphTrainResult(model=model, decoder=decoder, tasks=tasks, cut_ts=cut_ts, metrics=metrics,
+                            aligner=aligner, align={nt: t.describe() for nt, t in align.items()} if align else None)
 
 
 def embed_all(model: HeteroGNN, mg, batch_size: int = 4096) -> dict[str, np.ndarray]:

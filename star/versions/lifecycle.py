@@ -117,11 +117,28 @@ def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version
     x, y = current_vectors(conn, family, from_version, src["entity"]), current_vectors(
         conn, family, to_version, dst["entity"])
     shared = sorted(set(x) & set(y))
-    m = compat.fit(np.stack([x[i] for i in shared]) if shared else np.zeros((0, src["dim"])),
-                   np.stack([y[i] for i in shared]) if shared else np.zeros((0, dst["dim"])),
-                   family=family, from_version=from_version, to_version=to_version, **fit_kw)
+    xs = np.stack([x[i] for i in shared]) if shared else np.zeros((0, src["dim"]))
+    ys = np.stack([y[i] for i in shared]) if shared else np.zeros((0, dst["dim"]))
+    m = compat.fit(xs, ys, family=family, from_version=from_version, to_version=to_version, **fit_kw)
+    joint = _joint_map(conn, family, from_version, to_version)
+    if joint is not None:  # trained with the model (BC-Aligner): kept unless the ridge map is clearly better
+        joint_cos = compat.metrics(joint.apply(xs), ys)
+        ridge_cos = m.metrics["heldout"]["cos_mean"]
+        if joint_cos["cos_mean"] >= ridge_cos - CHAIN_TOLERANCE:
+            m = compat.CompatMap(family=family, from_version=from_version, to_version=to_version,
+                                 matrix=joint.matrix, bias=joint.bias, metrics={
+                                     **joint.metrics, "heldout": joint_cos, "shared": len(shared),
+                                     "holdout_rows": len(shared), "ridge_heldout_cos_mean": ridge_cos})
     compat.store(conn, m)
     return m
+
+
+def _joint_map(conn: psycopg.Connection, family: str, from_version: int, to_version: int) -> compat.CompatMap | None:
+    """The stored map from_version -> to_version when it was trained with the model (star.graph.align)."""
+    if (from_version, to_version) not in compat.stored_pairs(conn, family):
+        return None
+    m = compat.load(conn, family, from_version, to_version)
+    return m if m.metrics.get("method") == "bc_aligner" else None
 
 
 def _write_rows(conn: psycopg.Connection, m: compat.CompatMap) -> None:
