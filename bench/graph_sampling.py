@@ -7,6 +7,8 @@ Prints one JSON line per run and a summary line:
     train_time_ratio      adaptive / fixed: seconds of training steps over all epochs (goal <= 0.70)
     auc_delta             best mean validation AUC, adaptive - fixed (goal >= -0.002)
     infer_rows_per_s      layer-wise inference over the whole graph, member + job rows per second
+    layer_speedup         training step time with DGL's HeteroGraphConv(GATConv) / with star's RelationGAT (same
+                          weights, same sampled batches, fixed and start fanouts)
     peak_rss_mb           peak resident memory of each phase (graph build, each training run, inference)
 Plot: bench/results/graph_sampling.png (validation AUC against cumulative training seconds).
 """
@@ -59,6 +61,52 @@ def run(mg, name: str, model_cfg: GNNConfig, train_cfg: GraphTrainConfig) -> tup
                  "best_mean_val_auc": round(m["best_mean_val_auc"], 4), "peak_rss_mb": peak_mb()}), res.model
 
 
+class DGLGATLayer(torch.nn.Module):
+    """The baseline: DGL's HeteroGraphConv of one GATConv per relation, with RelationGAT's call signature."""
+
+    def __init__(self, ours):
+        super().__init__()
+        from star.graph.dgl_compat import import_dgl
+
+        dgl = import_dgl()
+        self.conv = dgl.nn.HeteroGraphConv({e: dgl.nn.GATConv(
+            ours.fc[":".join(e)].in_features, ours.per_head, ours.heads, feat_drop=ours.feat_drop.p,
+            attn_drop=ours.attn_drop.p, negative_slope=ours.negative_slope, allow_zero_in_degree=True)
+            for e in ours.etypes}, aggregate="sum")
+
+    def forward(self, g, h_src, h_dst):
+        return self.conv(g, (h_src, h_dst))
+
+
+def layer_speed(mg, fanouts, batch_size: int, batches: int = 12) -> dict:
+    """Seconds per training step (forward + backward) of the model with RelationGAT vs with DGL's GATConv layers,
+    alternating on the same sampled batches."""
+    import copy
+
+    from star.graph import sampling
+    from star.graph.model import HeteroGNN, LinkDecoder, input_specs
+    from star.graph.train import _tasks, split_by_time
+
+    tasks = _tasks(mg.graph, None)
+    graph, _, eids, _ = split_by_time(mg.graph, tasks, 0.2)
+    ours = HeteroGNN(GNNConfig(), input_specs(mg), mg.graph.canonical_etypes)
+    ours.fit_text_basis(mg.features)
+    theirs = copy.deepcopy(ours)
+    theirs.convs = torch.nn.ModuleList(DGLGATLayer(c) for c in ours.convs)
+    decoder = LinkDecoder(GNNConfig(), tasks)
+    loader = sampling.edge_loader(mg, tasks, sampling.uniform(fanouts), batch_size, 1, eids, 0, graph=graph,
+                                  negatives="popularity")
+    seconds = {"relation_gat": 0.0, "dgl_gatconv": 0.0}
+    for _, (_, pos, neg, blocks) in zip(range(batches), loader):
+        for name, model in (("relation_gat", ours), ("dgl_gatconv", theirs)):
+            t0 = time.perf_counter()
+            z = model(blocks, mg.features)
+            decoder.loss(decoder.score_graph(pos, z), decoder.score_graph(neg, z)).backward()
+            seconds[name] += time.perf_counter() - t0
+    return {"fanouts": list(fanouts), "step_seconds": {k: round(v / batches, 4) for k, v in seconds.items()},
+            "layer_speedup": round(seconds["dgl_gatconv"] / seconds["relation_gat"], 3)}
+
+
 def plot(runs: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -104,6 +152,8 @@ def main() -> None:
           "nodes": {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}, "edges": sum(mg.edge_counts.values()),
           "threads": torch.get_num_threads()})
 
+    speed = [emit({"phase": "training step, RelationGAT vs DGL GATConv", **layer_speed(mg, f, args.batch_size)})
+             for f in (args.fanouts, args.start)]
     model_cfg = GNNConfig()
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     fixed, model = run(mg, "fixed", model_cfg, GraphTrainConfig(sampler="uniform", fanouts=args.fanouts, **common))
@@ -123,6 +173,7 @@ def main() -> None:
           "mean_epoch_seconds": {"fixed": round(fixed["train_seconds"] / args.epochs, 2),
                                  "adaptive": round(adaptive["train_seconds"] / args.epochs, 2)},
           "infer_rows_per_s": infer["rows_per_second"],
+          "layer_speedup": {"x".join(map(str, r["fanouts"])): r["layer_speedup"] for r in speed},
           "peak_rss_mb": {"fixed": fixed["peak_rss_mb"], "adaptive": adaptive["peak_rss_mb"],
                           "inference": infer["peak_rss_mb"]},
           "plot": str(RESULTS / "graph_sampling.png")})
