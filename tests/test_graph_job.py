@@ -4,6 +4,7 @@ real Feast, DGL and (tiny) text models."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -230,3 +231,10 @@ def test_pipeline_train_then_embed_records_lineage(target, tiny_encoder, tmp_pat
     assert metrics["text_versions"] == {"member": 1, "job": 1}
     assert metrics["evaluation"]["rows"][0]["variant"] == "gnn_text"
     assert json.loads((tmp_path / "home" / "models" / "graph").glob("*/ablation.json").__next__().read_text())
+    # the next model through the CLI path with --align: mapped into v1, the map stored by the embed job
+    aligned = graph_train(target, eval_days=14, model_cfg=SMALL, train_cfg=replace(FAST, seed=1), align=True,
+                          settings=settings, progress=False)
+    assert aligned["align"]["member"]["to_version"] == 1 and aligned["align"]["job"]["through"] == [1]
+    second = graph_embed(target, settings=settings, progress=False)
+    assert [f["version"] for f in second["families"]] == [2, 2]
+    assert second["families"][0]["compat_map"]["to_version"] == 1

@@ -290,6 +290,19 @@ def test_train_gnn_runs_on_a_hand_made_graph_with_each_sampler():
         train_gnn(mg, small_cfg(), GraphTrainConfig(tasks=[("member", "has_skill", "skill")]), progress=False)
 
 
+def test_patience_stops_when_validation_auc_stops_improving_and_keeps_the_best_epoch():
+    mg = tiny_market(seed=2, members=30, jobs=10)
+    for sampler in ("uniform", "adaptive"):
+        cfg = GraphTrainConfig(epochs=40, batch_size=8, sampler=sampler, patience=2, adaptive_start=(1, 1),
+                               adaptive_max=(2, 2))
+        res = train_gnn(mg, small_cfg(), cfg, progress=False)
+        aucs, stopped = res.metrics["mean_val_auc"], res.metrics["stopped_early"]
+        assert stopped == len(aucs) < 40
+        assert max(aucs[-2:]) <= max(aucs[:-2]) and res.metrics["best_mean_val_auc"] == max(aucs)
+        if sampler == "adaptive":  # stops only at the largest fanouts, after 2 epochs there
+            assert res.metrics["fanouts"][-2:] == [[2, 2], [2, 2]]
+
+
 def test_training_on_a_tiny_synthetic_marketplace_runs_end_to_end_and_learns(target):
     """From the database to embeddings: the training loss falls and every node gets a unit vector.
     (Predictive quality is an evaluation matter: on 150 members the held-out apply AUC is 0.45-0.65 by seed.)"""

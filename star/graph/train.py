@@ -6,7 +6,8 @@
     per epoch: edge_loader(training graph, task edges) --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
                --> layer-wise full-neighbour embeddings of the training graph --> val AUC per task
                (each validation edge against one (member, job of the validation window) pair) --> AdaptiveFanout.update
-    the weights of the epoch with the best mean val AUC are kept
+    the weights of the epoch with the best mean val AUC are kept; with patience, training stops after that many
+    epochs without a better one (adaptive: at its largest fanouts)
     embed_all: layer-wise inference on the whole graph (validation edges included), member and job, unit norm
 """
 
@@ -36,7 +37,9 @@ EType = tuple[str, str, str]
 
 @dataclass(frozen=True, kw_only=True)
 class GraphTrainConfig:
-    epochs: int = field(default=10, metadata={"help": "passes over the training task edges"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training task edges (at most, with patience)"})
+    patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better validation AUC "
+                                                       "(adaptive: only once at its largest fanouts); 0 = never"})
     batch_size: int = field(default=512, metadata={"help": "positive edges per step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     neg_k: int = field(default=1, metadata={"help": "negative jobs per positive edge"})
@@ -67,6 +70,8 @@ class GraphTrainConfig:
             raise ConfigError(f"val_negatives={self.val_negatives!r}; use 'window' or 'uniform'")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction}: must be in (0, 1), e.g. 0.2")
+        if self.patience < 0:
+            raise ConfigError(f"patience={self.patience}: must be >= 0 (0 = run every epoch)")
         if self.align_weight < 0:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         if self.epochs < 1 or self.batch_size < 1 or self.neg_k < 1:
@@ -257,7 +262,7 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
                "epoch_seconds": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
                "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
                "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
-    best, best_state = -1.0, None
+    best, best_state, since_best = -1.0, None, 0
     for epoch in range(train_cfg.epochs):
         t0 = time.perf_counter()
         sampler = _sampler(train_cfg, adaptive)
@@ -281,11 +286,19 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         metrics["mean_val_auc"].append(mean)
         metrics["train_loss"].append(loss)
         log.info("epoch %d: loss %.4f, val auc %s, fanouts %s", epoch + 1, loss, aucs, sampler.fanouts)
+        since_best += 1
         if known and mean > best:
             best, best_state = mean, (copy.deepcopy(model.state_dict()), copy.deepcopy(decoder.state_dict()),
                                       copy.deepcopy(aligner.state_dict()) if aligner else None)
+            since_best = 0
+        at_max = adaptive is None or adaptive.at_max
         if adaptive is not None and adaptive.update(mean if known else None):
             log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
+            since_best = 0  # larger fanouts get their own patience
+        if train_cfg.patience and at_max and since_best >= train_cfg.patience:
+            log.info("no better validation AUC for %d epochs: stopping after epoch %d", since_best, epoch + 1)
+            metrics["stopped_early"] = epoch + 1
+            break
     if best_state is not None:
         model.load_state_dict(best_state[0])
         decoder.load_state_dict(best_state[1])
