@@ -211,7 +211,8 @@ def graph_train(
     cutoff: Optional[str] = typer.Option(None, help="graph as of this UTC time (default: data end - eval-days)"),
     eval_days: float = typer.Option(14.0, help="days after the cutoff to evaluate on (Table-4 window)"),
     ablation: bool = typer.Option(False, help="also train the categorical-only and text-minus-categorical GNNs"),
-    epochs: int = typer.Option(10, help="passes over the training edges"),
+    epochs: int = typer.Option(10, help="passes over the training edges (at most, with --patience)"),
+    patience: int = typer.Option(0, help="stop after this many epochs without a better validation AUC (0: never)"),
     sampler: str = typer.Option("adaptive", help="adaptive | uniform | temporal"),
     fanouts: str = typer.Option("10,10", help="neighbours per layer for uniform / temporal"),
     hidden: int = typer.Option(128, help="hidden width"),
@@ -233,8 +234,9 @@ def graph_train(
     from star.graph.train import GraphTrainConfig
 
     model_cfg = GNNConfig(hidden=hidden, out_dim=out_dim, layers=layers, heads=heads)
-    train_cfg = GraphTrainConfig(epochs=epochs, sampler=sampler, fanouts=_ints(fanouts, "--fanouts"),
-                                 batch_size=batch_size, lr=lr, seed=seed_, align_weight=align_weight)
+    train_cfg = GraphTrainConfig(epochs=epochs, patience=patience, sampler=sampler,
+                                 fanouts=_ints(fanouts, "--fanouts"), batch_size=batch_size, lr=lr, seed=seed_,
+                                 align_weight=align_weight)
     _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,
                                model_cfg=model_cfg, train_cfg=train_cfg, align=align or align_to is not None,
                                align_to=align_to))
