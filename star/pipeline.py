@@ -79,6 +79,16 @@ def trainset(target: DbTarget, cfg, out: Path) -> dict:
     return {"job": "trainset", "out": str(out), **summary(df), "seconds": round(time.time() - started, 2)}
 
 
+def _run_dir(root: Path) -> Path:
+    """root/<UTC time to the second>, with -2, -3, ... when a run of the same second already has that name."""
+    base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run, n = root / base, 1
+    while run.exists():
+        n += 1
+        run = root / f"{base}-{n}"
+    return run
+
+
 def newest_text_model(settings: Settings) -> Path | None:
     """The final model of the most recent `star text train` run, if any."""
     runs = sorted(settings.text_models.glob("*/model/star_text_model.json"), key=lambda p: p.stat().st_mtime)
@@ -104,7 +114,7 @@ def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = 
     settings = settings or Settings.from_env()
     model_cfg, train_cfg = model_cfg or TextModelConfig(), train_cfg or TrainConfig()
     pairs = build_trainset(target, TrainsetConfig(task=task))
-    run = settings.text_models / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run = _run_dir(settings.text_models)
     if compare:
         modes = tuple(dict.fromkeys(("frozen_head", "bce", "bce+contrastive", train_cfg.mode)))
         result = compare_modes(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=run / "compare",
@@ -190,7 +200,7 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
     report, trained = evaluate.ablation(target, mg, model_cfg, train_cfg, days=eval_days, variants=variants,
                                         progress=progress, align={main: targets} if targets else None)
     print(evaluate.format_table(report), file=sys.stderr)
-    run = settings.graph_models / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run = _run_dir(settings.graph_models)
     plot = evaluate.save_report(report, run)
     used_cfg = trained[main].model.cfg
     checkpoint.save(run / "model", trained[main], mg, used_cfg, train_cfg, evaluation=report)
