@@ -18,7 +18,6 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchkit import emit, fresh_database
@@ -31,7 +30,7 @@ from star.text.config import TextModelConfig, TrainConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder, load_model
 from star.versions import compat
-from star.versions.lifecycle import current_vectors, fit_map, retire
+from star.versions.lifecycle import fit_map, retire, shared_vectors
 from star.versions.publish import publish
 
 FAMILIES = ("member_text_embedding", "job_text_embedding")
@@ -86,9 +85,7 @@ def main() -> None:
             fit_map(conn, family, 3, 2)
             chained = compat.compose([compat.load(conn, family, 3, 2), compat.load(conn, family, 2, 1)])
             direct = compat.load(conn, family, 3, 1)
-            x, y = current_vectors(conn, family, 3, entity), current_vectors(conn, family, 1, entity)
-            ids = sorted(set(x) & set(y))
-            xs, ys = np.stack([x[i] for i in ids]), np.stack([y[i] for i in ids])
+            _, xs, ys = shared_vectors(conn, family, 3, 1, entity)
             chain[family] = {"chained_cos_mean": compat.metrics(chained.apply(xs), ys)["cos_mean"],
                              "direct_cos_mean": compat.metrics(direct.apply(xs), ys)["cos_mean"]}
         conn.commit()

@@ -26,12 +26,12 @@ from torch import nn
 from star.config import DbTarget
 from star.db import connect
 from star.errors import ConfigError
+from star.graph.embed import FAMILIES
 from star.graph.features import positions
 
 __all__ = ["AlignTarget", "Aligner", "alignment_targets", "cosine_report"]
 
 log = logging.getLogger(__name__)
-FAMILIES = {"member": "member_graph_embedding", "job": "job_graph_embedding"}
 ALIGNABLE = ("published", "deprecated", "retired", "candidate")
 
 
@@ -64,17 +64,15 @@ class Aligner(nn.Module):
         """Set W, b to the ridge least-squares map of whole-graph embeddings z onto the first target vintage:
         gradient steps alone move a freshly initialised map too slowly; training then refines it (and the model)
         through every earlier map."""
+        from star.versions.compat import ridge_solve
+
         for nt, t in targets.items():
             _, _, _, zj, mask = t.steps[0]
-            x = torch.cat([z[nt][mask].double(), torch.ones(int(mask.sum()), 1, dtype=torch.float64)], dim=1)
-            if len(x) < 2:
+            if int(mask.sum()) < 2:
                 continue
-            g = x.T @ x
-            d = x.shape[1] - 1
-            g[range(d), range(d)] += ridge * torch.trace(g[:d, :d]) / d
-            beta = torch.linalg.solve(g, x.T @ zj[mask].double())
-            self.maps[nt].weight.copy_(beta[:d].T.float())
-            self.maps[nt].bias.copy_(beta[d].float())
+            w, b = ridge_solve(z[nt][mask].double().numpy(), zj[mask].double().numpy(), ridge, bias=True)
+            self.maps[nt].weight.copy_(torch.from_numpy(w).float())
+            self.maps[nt].bias.copy_(torch.from_numpy(b).float())
 
     def loss(self, z: dict[str, torch.Tensor], nids: dict[str, torch.Tensor],
              targets: dict[str, AlignTarget]) -> torch.Tensor | None:
@@ -188,7 +186,7 @@ def store_joint_map(conn, ckpt, entity: str, version: int) -> dict | None:
     on the current rows of both (rows the aligner never saw: it was trained on the graph at the training cutoff).
     A map already stored for that pair is left as it is. Returns the stored metrics (None: nothing stored)."""
     from star.versions import compat
-    from star.versions.lifecycle import current_vectors, version_row
+    from star.versions.lifecycle import shared_vectors, version_row
 
     a = (ckpt.info.get("align") or {}).get(entity)
     if ckpt.aligner is None or a is None or a["to_version"] == version:
@@ -202,10 +200,8 @@ def store_joint_map(conn, ckpt, entity: str, version: int) -> dict | None:
     metrics = {"method": "bc_aligner", "model_dir": str(ckpt.path), "through": a["through"],
                "train_align_cos": trained, "from_dim": w.shape[1], "to_dim": w.shape[0], "bias": True}
     if version_row(conn, family, to)["status"] in ("candidate", "published", "deprecated"):
-        x, y = current_vectors(conn, family, version, entity), current_vectors(conn, family, to, entity)
-        shared = sorted(set(x) & set(y))
+        shared, xs, ys = shared_vectors(conn, family, version, to, entity)
         if shared:
-            xs, ys = np.stack([x[i] for i in shared]), np.stack([y[i] for i in shared])
             m = compat.CompatMap(family=family, from_version=version, to_version=to, matrix=w, bias=b)
             metrics.update(heldout=compat.metrics(m.apply(xs), ys), shared=len(shared), holdout_rows=len(shared),
                            no_map_cos_mean=(round(float(compat.metrics(xs, ys)["cos_mean"]), 6)

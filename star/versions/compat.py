@@ -94,7 +94,7 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
     return {**{k: None if v is None else round(float(v), 6) for k, v in r.items()}, "n": len(y)}
 
 
-def _solve(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def ridge_solve(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Ridge normal equations on [x, 1]; the penalty is ridge × mean diagonal of xᵀx, never on the bias column."""
     a = np.hstack([x, np.ones((len(x), 1))]) if bias else x
     g = a.T @ a
@@ -130,12 +130,12 @@ def fit(x_new: np.ndarray, y_old: np.ndarray, *, family: str, from_version: int,
     k = min(max(round(n * holdout), 1 if holdout > 0 else 0), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:k], order[k:]
-    w, b = _solve(x[train], y[train], ridge, bias)
+    w, b = ridge_solve(x[train], y[train], ridge, bias)
     fitted = CompatMap(family=family, from_version=from_version, to_version=to_version, matrix=w, bias=b)
     held = metrics(fitted.apply(x[test]), y[test]) if k else None
     train_m = metrics(fitted.apply(x[train]), y[train])
     no_map = round(float(_row_cos(x, y).mean()), 6) if x.shape[1] == y.shape[1] else None
-    w, b = _solve(x, y, ridge, bias)  # held-out metrics describe generalisation; the map itself uses every row
+    w, b = ridge_solve(x, y, ridge, bias)  # held-out metrics describe generalisation; the map itself uses every row
     return CompatMap(family=family, from_version=from_version, to_version=to_version, matrix=w, bias=b, metrics={
         "heldout": held or train_m, "train": train_m, "no_map_cos_mean": no_map, "ridge": ridge, "bias": bias,
         "shared": n, "holdout_rows": k, "from_dim": x.shape[1], "to_dim": y.shape[1]})

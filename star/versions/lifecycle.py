@@ -107,6 +107,17 @@ def current_vectors(conn: psycopg.Connection, family: str, version: int, entity:
     return {int(i): e.to_numpy() for i, e in rows}
 
 
+def shared_vectors(conn: psycopg.Connection, family: str, from_version: int, to_version: int,
+                   entity: str) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(ids, x, y): the current vectors of the entities current in both vintages, rows aligned by sorted id
+    (empty (0, dim) arrays when none is)."""
+    x, y = current_vectors(conn, family, from_version, entity), current_vectors(conn, family, to_version, entity)
+    ids = sorted(set(x) & set(y))
+    if not ids:
+        return ids, *(np.zeros((0, version_row(conn, family, v)["dim"])) for v in (from_version, to_version))
+    return ids, np.stack([x[i] for i in ids]), np.stack([y[i] for i in ids])
+
+
 def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version: int, **fit_kw) -> compat.CompatMap:
     """Fit and store the map from_version -> to_version on the entities current in both (their own rows)."""
     src, dst = version_row(conn, family, from_version), version_row(conn, family, to_version)
@@ -114,11 +125,7 @@ def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version
         if v["status"] not in ("candidate", "published", "deprecated"):
             raise VersionError(f"{family} v{v['version']} is {v['status']}: a map is fitted on the vintage's own "
                                "rows, so both must be candidate, published or deprecated")
-    x, y = current_vectors(conn, family, from_version, src["entity"]), current_vectors(
-        conn, family, to_version, dst["entity"])
-    shared = sorted(set(x) & set(y))
-    xs = np.stack([x[i] for i in shared]) if shared else np.zeros((0, src["dim"]))
-    ys = np.stack([y[i] for i in shared]) if shared else np.zeros((0, dst["dim"]))
+    shared, xs, ys = shared_vectors(conn, family, from_version, to_version, src["entity"])
     m = compat.fit(xs, ys, family=family, from_version=from_version, to_version=to_version, **fit_kw)
     joint = _joint_map(conn, family, from_version, to_version)
     if joint is not None:  # trained with the model (BC-Aligner): kept unless the ridge map is clearly better
@@ -165,9 +172,7 @@ def serving_map(conn: psycopg.Connection, family: str, source: int, goal: int, e
     if len(path) == 1:
         return compat.load(conn, family, source, goal)
     chained = compat.compose([compat.load(conn, family, a, b) for a, b in path])
-    x, y = current_vectors(conn, family, source, entity), current_vectors(conn, family, goal, entity)
-    shared = sorted(set(x) & set(y))
-    xs, ys = np.stack([x[i] for i in shared]), np.stack([y[i] for i in shared])
+    _, xs, ys = shared_vectors(conn, family, source, goal, entity)
     direct = compat.fit(xs, ys, family=family, from_version=source, to_version=goal)
     chain_cos = compat.metrics(chained.apply(xs), ys)["cos_mean"]
     direct_cos = compat.metrics(direct.apply(xs), ys)["cos_mean"]
