@@ -213,6 +213,8 @@ def graph_train(
     ablation: bool = typer.Option(False, help="also train the categorical-only and text-minus-categorical GNNs"),
     epochs: int = typer.Option(10, help="passes over the training edges (at most, with --patience)"),
     patience: int = typer.Option(0, help="stop after this many epochs without a better validation AUC (0: never)"),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="batches per epoch (validation and fanout growth "
+                                                             "after each); default: a full pass over the edges"),
     sampler: str = typer.Option("adaptive", help="adaptive | uniform | temporal"),
     fanouts: str = typer.Option("10,10", help="neighbours per layer for uniform / temporal"),
     hidden: int = typer.Option(128, help="hidden width"),
@@ -234,7 +236,7 @@ def graph_train(
     from star.graph.train import GraphTrainConfig
 
     model_cfg = GNNConfig(hidden=hidden, out_dim=out_dim, layers=layers, heads=heads)
-    train_cfg = GraphTrainConfig(epochs=epochs, patience=patience, sampler=sampler,
+    train_cfg = GraphTrainConfig(epochs=epochs, patience=patience, steps_per_epoch=steps_per_epoch, sampler=sampler,
                                  fanouts=_ints(fanouts, "--fanouts"), batch_size=batch_size, lr=lr, seed=seed_,
                                  align_weight=align_weight)
     _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,

@@ -286,6 +286,11 @@ def test_train_gnn_runs_on_a_hand_made_graph_with_each_sampler():
         assert res.tasks == [APPLY, VIEW]
         assert len(res.metrics["epoch_seconds"]) == 2 and len(res.metrics["val_auc"]["member:apply:job"]) == 2
         assert res.metrics["fanouts"][0] == ([2, 2] if sampler == "adaptive" else [10, 10])
+        assert res.metrics["steps"] == [-(-sum(res.metrics["train_edges"].values()) // 8)] * 2  # full passes
+    short = train_gnn(mg, small_cfg(), GraphTrainConfig(epochs=3, batch_size=8, steps_per_epoch=2), progress=False)
+    assert short.metrics["steps"] == [2, 2, 2] and len(short.metrics["mean_val_auc"]) == 3
+    with pytest.raises(ConfigError, match="steps_per_epoch=0"):
+        GraphTrainConfig(steps_per_epoch=0)
     with pytest.raises(ConfigError, match="not member -> job"):
         train_gnn(mg, small_cfg(), GraphTrainConfig(tasks=[("member", "has_skill", "skill")]), progress=False)
 

@@ -3,7 +3,7 @@
     task edges (member -> job relations) sorted by ts: the latest val_fraction --> validation (from cut_ts on)
     training graph = every member <-> job interaction stamped before cut_ts (validation edges, and any other
                      interaction as late, never pass messages during training) + all attribute edges
-    per epoch: edge_loader(training graph, task edges) --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
+    per epoch: edge_loader(training graph, task edges; all, or steps_per_epoch batches of a fresh shuffle) --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
                --> layer-wise full-neighbour embeddings of the training graph --> val AUC per task
                (each validation edge against one (member, job of the validation window) pair) --> AdaptiveFanout.update
     the weights of the epoch with the best mean val AUC are kept; with patience, training stops after that many
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,9 @@ EType = tuple[str, str, str]
 @dataclass(frozen=True, kw_only=True)
 class GraphTrainConfig:
     epochs: int = field(default=10, metadata={"help": "passes over the training task edges (at most, with patience)"})
+    steps_per_epoch: int | None = field(default=None, metadata={
+        "help": "end an epoch (validate, adapt the fanouts, check patience) after this many batches of a fresh "
+                "shuffle instead of a full pass; for graphs too large to validate only once per pass"})
     patience: int = field(default=0, metadata={"help": "stop after this many epochs without a better validation AUC "
                                                        "(adaptive: only once at its largest fanouts); 0 = never"})
     batch_size: int = field(default=512, metadata={"help": "positive edges per step"})
@@ -76,6 +80,8 @@ class GraphTrainConfig:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         if self.epochs < 1 or self.batch_size < 1 or self.neg_k < 1:
             raise ConfigError("epochs, batch_size and neg_k must be >= 1")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1, or None for full passes")
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(tuple(t) for t in self.tasks))
 
@@ -211,12 +217,16 @@ def _val_auc(decoder: LinkDecoder, z: dict, val: dict, negatives: dict) -> dict[
 
 
 def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool,
-           align: tuple[Aligner, dict[str, AlignTarget], float] | None = None) -> float:
+           align: tuple[Aligner, dict[str, AlignTarget], float] | None = None,
+           max_steps: int | None = None) -> tuple[float, int]:
+    """(mean training loss, batches) of one epoch: the whole loader, or its first max_steps batches."""
     dgl = import_dgl()
     model.train()
     decoder.train()
     total, steps = 0.0, 0
-    for _, pos_g, neg_g, blocks in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    batches = loader if max_steps is None else itertools.islice(loader, max_steps)
+    bar_total = len(loader) if max_steps is None else min(max_steps, len(loader))
+    for _, pos_g, neg_g, blocks in tqdm(batches, total=bar_total, desc=desc, disable=not progress, leave=False):
         z, raw = model(blocks, features, return_raw=True)
         loss = decoder.loss(decoder.score_graph(pos_g, z), decoder.score_graph(neg_g, z))
         if l2_reg:
@@ -231,7 +241,7 @@ def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, prog
         loss.backward()
         opt.step()
         total, steps = total + float(loss.detach()), steps + 1
-    return total / max(steps, 1)
+    return total / max(steps, 1), steps
 
 
 def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True,
@@ -259,7 +269,7 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
     num_nodes = {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}
     negatives = _val_negatives(val, num_nodes, train_cfg.val_negatives, train_cfg.seed)
     metrics = {"val_auc": {":".join(t): [] for t in tasks}, "mean_val_auc": [], "train_loss": [],
-               "epoch_seconds": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
+               "epoch_seconds": [], "steps": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
                "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
                "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
     best, best_state, since_best = -1.0, None, 0
@@ -269,10 +279,11 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         metrics["fanouts"].append(list(sampler.fanouts))
         loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
                                       train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
-        loss = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
+        loss, steps = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
                       f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress,
-                      (aligner, align, train_cfg.align_weight) if aligner else None)
+                      (aligner, align, train_cfg.align_weight) if aligner else None, train_cfg.steps_per_epoch)
         metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
+        metrics["steps"].append(steps)
         decoder.eval()
         z_val = infer(model, train_graph, mg.features, train_cfg.eval_batch_size)
         aucs = _val_auc(decoder, z_val, val, negatives)
