@@ -21,7 +21,8 @@ Prints one JSON line per run and a summary line:
     layer_speedup         training step time with DGL's HeteroGraphConv(GATConv) / with star's RelationGAT (same
                           weights, same sampled batches, fixed and start fanouts)
     peak_rss_mb           peak resident memory of each phase (graph build, each training run, inference)
-Plot: bench/results/graph_sampling.png (validation AUC against cumulative training seconds).
+Plot: bench/results/graph_sampling.png (validation AUC against cumulative training seconds; with --seed k > 0:
+graph_sampling_seed<k>.png).
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ def main() -> None:
     rows = sum(len(v) for v in z.values())
     infer = emit({"phase": "inference (layer-wise, whole graph)", "rows": rows, "seconds": round(seconds, 2),
                   "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})
-    plot([fixed, adaptive], RESULTS / "graph_sampling.png", fixed["best_mean_val_auc"] - 0.002)
+    png = RESULTS / ("graph_sampling.png" if args.seed == 0 else f"graph_sampling_seed{args.seed}.png")
+    plot([fixed, adaptive], png, fixed["best_mean_val_auc"] - 0.002)
     to_fixed = time_to(adaptive, fixed["best_mean_val_auc"] - 0.002)
     emit({"summary": "graph_sampling", "members": args.members, "jobs": args.jobs,
           "time_to_accuracy_ratio": None if to_fixed is None else
@@ -209,7 +211,7 @@ def main() -> None:
           "layer_speedup": {"x".join(map(str, r["fanouts"])): r["layer_speedup"] for r in speed},
           "peak_rss_mb": {"fixed": fixed["peak_rss_mb"], "adaptive": adaptive["peak_rss_mb"],
                           "inference": infer["peak_rss_mb"]},
-          "plot": str(RESULTS / "graph_sampling.png")})
+          "seed": args.seed, "plot": str(png)})
     db.drop_database(target)
 
 
