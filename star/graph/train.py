@@ -3,7 +3,8 @@
     task edges (member -> job relations) sorted by ts: the latest val_fraction --> validation (from cut_ts on)
     training graph = every member <-> job interaction stamped before cut_ts (validation edges, and any other
                      interaction as late, never pass messages during training) + all attribute edges
-    per epoch: edge_loader(training graph, task edges; all, or steps_per_epoch batches of a fresh shuffle) --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
+    per epoch: edge_loader(training graph, task edges: all, or steps_per_epoch batches of a fresh shuffle)
+               --> HeteroGNN(blocks) --> LinkDecoder --> sum_i w_i BCE_i
                --> layer-wise full-neighbour embeddings of the training graph --> val AUC per task
                (each validation edge against one (member, job of the validation window) pair) --> AdaptiveFanout.update
     the weights of the epoch with the best mean val AUC are kept; with patience, training stops after that many
@@ -280,8 +281,8 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
                                       train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
         loss, steps = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
-                      f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress,
-                      (aligner, align, train_cfg.align_weight) if aligner else None, train_cfg.steps_per_epoch)
+                             f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress,
+                             (aligner, align, train_cfg.align_weight) if aligner else None, train_cfg.steps_per_epoch)
         metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
         metrics["steps"].append(steps)
         decoder.eval()
