@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--start", type=ints, default=(3, 3), help="the adaptive run's first fanouts")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, default=None, help="where the plot goes (default: see above)")
     args = parser.parse_args()
 
     settings = Settings.from_env()
@@ -194,7 +195,7 @@ def main() -> None:
     rows = sum(len(v) for v in z.values())
     infer = emit({"phase": "inference (layer-wise, whole graph)", "rows": rows, "seconds": round(seconds, 2),
                   "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})
-    png = RESULTS / ("graph_sampling.png" if args.seed == 0 else f"graph_sampling_seed{args.seed}.png")
+    png = args.plot or RESULTS / ("graph_sampling.png" if args.seed == 0 else f"graph_sampling_seed{args.seed}.png")
     plot([fixed, adaptive], png, fixed["best_mean_val_auc"] - 0.002)
     to_fixed = time_to(adaptive, fixed["best_mean_val_auc"] - 0.002)
     emit({"summary": "graph_sampling", "members": args.members, "jobs": args.jobs,
