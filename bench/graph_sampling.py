@@ -22,7 +22,7 @@ Prints one JSON line per run and a summary line:
                           weights, same sampled batches, fixed and start fanouts)
     peak_rss_mb           peak resident memory of each phase (graph build, each training run, inference)
 Plot: bench/results/graph_sampling.png (validation AUC against cumulative training seconds; with --seed k > 0:
-graph_sampling_seed<k>.png).
+graph_sampling_seed<k>.png; --plot PATH puts it elsewhere).
 """
 
 from __future__ import annotations
