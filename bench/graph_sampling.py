@@ -11,10 +11,12 @@ is the case adaptive sampling is for (on a 20k-member graph a batch's 2-hop neig
 fanout, so a small fanout saves little: see docs/graph-embeddings.md).
 
 Prints one JSON line per run and a summary line:
-    time_to_accuracy_ratio  the goal: seconds the adaptive run took to come within 0.002 of the fixed run's best
-                          validation AUC / seconds the fixed run took to reach it (goal <= 0.70; None: never)
-    train_time_ratio      adaptive / fixed: seconds of training steps over the same epochs
-    auc_delta             best mean validation AUC, adaptive - fixed, after the same epochs
+    time_to_accuracy_ratio  the goal: seconds of training the adaptive run took to come within 0.002 of the fixed
+                          run's best validation AUC / seconds the fixed run took to come within the same 0.002
+                          (one target for both runs; goal <= 0.70; None: the adaptive run never did)
+    train_time_ratio      adaptive / fixed: seconds of training steps over the same epochs (with --patience: each
+                          run until it stopped)
+    auc_delta             best mean validation AUC, adaptive - fixed (goal >= -0.002)
     fixed_seconds_to_adaptive_auc  when the fixed run first reached the adaptive run's best AUC (time to accuracy)
     adaptive_seconds_to_fixed_auc  when the adaptive run first came within 0.002 of the fixed run's best AUC
     infer_rows_per_s      layer-wise inference over the whole graph, member + job rows per second
@@ -197,16 +199,16 @@ def main() -> None:
                   "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})
     png = args.plot or RESULTS / ("graph_sampling.png" if args.seed == 0 else f"graph_sampling_seed{args.seed}.png")
     plot([fixed, adaptive], png, fixed["best_mean_val_auc"] - 0.002)
-    to_fixed = time_to(adaptive, fixed["best_mean_val_auc"] - 0.002)
+    goal = fixed["best_mean_val_auc"] - 0.002
+    to_fixed = time_to(adaptive, goal)
     emit({"summary": "graph_sampling", "members": args.members, "jobs": args.jobs,
-          "time_to_accuracy_ratio": None if to_fixed is None else
-          round(to_fixed / time_to(fixed, fixed["best_mean_val_auc"]), 3),
+          "time_to_accuracy_ratio": None if to_fixed is None else round(to_fixed / time_to(fixed, goal), 3),
           "train_time_ratio": round(adaptive["train_seconds"] / fixed["train_seconds"], 3),
           "auc_delta": round(adaptive["best_mean_val_auc"] - fixed["best_mean_val_auc"], 4),
           "epochs": {"fixed": len(fixed["epoch_seconds"]), "adaptive": len(adaptive["epoch_seconds"])},
           "steps_per_epoch": args.steps_per_epoch or None, "batch_size": args.batch_size,
           "fixed_seconds_to_adaptive_auc": time_to(fixed, adaptive["best_mean_val_auc"]),
-          "adaptive_seconds_to_fixed_auc": to_fixed,
+          "adaptive_seconds_to_fixed_auc": to_fixed, "fixed_seconds_to_within_0.002": time_to(fixed, goal),
           "adaptive_seconds": adaptive["train_seconds"],
           "infer_rows_per_s": infer["rows_per_second"],
           "layer_speedup": {"x".join(map(str, r["fanouts"])): r["layer_speedup"] for r in speed},
