@@ -198,17 +198,17 @@ def main() -> None:
     infer = emit({"phase": "inference (layer-wise, whole graph)", "rows": rows, "seconds": round(seconds, 2),
                   "rows_per_second": round(rows / seconds, 1), "peak_rss_mb": peak_mb()})
     png = args.plot or RESULTS / ("graph_sampling.png" if args.seed == 0 else f"graph_sampling_seed{args.seed}.png")
-    plot([fixed, adaptive], png, fixed["best_mean_val_auc"] - 0.002)
     goal = fixed["best_mean_val_auc"] - 0.002
-    to_fixed = time_to(adaptive, goal)
+    plot([fixed, adaptive], png, goal)
+    to_fixed, fixed_to_goal = time_to(adaptive, goal), time_to(fixed, goal)
     emit({"summary": "graph_sampling", "members": args.members, "jobs": args.jobs,
-          "time_to_accuracy_ratio": None if to_fixed is None else round(to_fixed / time_to(fixed, goal), 3),
+          "time_to_accuracy_ratio": None if to_fixed is None else round(to_fixed / fixed_to_goal, 3),
           "train_time_ratio": round(adaptive["train_seconds"] / fixed["train_seconds"], 3),
           "auc_delta": round(adaptive["best_mean_val_auc"] - fixed["best_mean_val_auc"], 4),
           "epochs": {"fixed": len(fixed["epoch_seconds"]), "adaptive": len(adaptive["epoch_seconds"])},
           "steps_per_epoch": args.steps_per_epoch or None, "batch_size": args.batch_size,
           "fixed_seconds_to_adaptive_auc": time_to(fixed, adaptive["best_mean_val_auc"]),
-          "adaptive_seconds_to_fixed_auc": to_fixed, "fixed_seconds_to_within_0.002": time_to(fixed, goal),
+          "adaptive_seconds_to_fixed_auc": to_fixed, "fixed_seconds_to_within_0.002": fixed_to_goal,
           "adaptive_seconds": adaptive["train_seconds"],
           "infer_rows_per_s": infer["rows_per_second"],
           "layer_speedup": {"x".join(map(str, r["fanouts"])): r["layer_speedup"] for r in speed},
