@@ -126,3 +126,36 @@ def test_a_chained_map_is_checked_against_a_direct_fit(target, encoders):
     assert check["direct_cos_mean"] > 0.99
     assert check["served_by"] == ("direct" if check["chained_cos_mean"] < check["direct_cos_mean"] - 0.01
                                   else "chain")
+
+
+def test_retiring_the_vintage_that_serves_a_retired_one_moves_it_along_the_chain(target, encoders):
+    _two_vintages(target, encoders)
+    third = TextEncoder(TextModelConfig(model_dir=encoders[0].cfg.model_dir, pooling="mean", precision="fp32",
+                                        max_length={"member": 384, "job": 384, "resume": 384}))
+    with db.connect(target) as conn:
+        m21 = fit_map(conn, FAMILY, 2, 1)
+        conn.commit()
+    retire(target, FAMILY, 1)
+    embed_texts(target, third, EmbedConfig(), progress=False)
+    with db.connect(target) as conn:
+        m32 = fit_map(conn, FAMILY, 3, 2)
+        conn.commit()
+    v3 = _current(target, 3)
+    retire(target, FAMILY, 2)
+    with db.connect(target) as conn:
+        status = {r["version"]: (r["status"], r["served_from"]) for r in list_versions(conn, FAMILY)}
+        assert conn.execute(f"SELECT to_regclass('star.{FAMILY}_v2')").fetchone()[0] is None
+        got = conn.execute("SELECT id FROM star.nearest(%s, 1, %s, 5)", (FAMILY, sorted(v3)[0])).fetchall()
+    assert status == {1: ("retired", 3), 2: ("retired", 3), 3: ("published", None)}
+    assert len(got) == 5
+
+    member = sorted(v3)[3]
+    store = open_store(target)
+    online = store.get_online_features(features=[f"{FAMILY}_v1:embedding", f"{FAMILY}_v2:embedding"],
+                                       entity_rows=[{"member_id": member}], full_feature_names=True).to_dict()
+    assert np.allclose(online[f"{FAMILY}_v2__embedding"][0], m32.apply(v3[member]), atol=1e-4)
+    assert np.allclose(online[f"{FAMILY}_v1__embedding"][0], m21.apply(m32.apply(v3[member])), atol=1e-4)
+    retire(target, FAMILY, 2)  # again: nothing breaks, v1 still served through both maps
+    online = store.get_online_features(features=[f"{FAMILY}_v1:embedding"], entity_rows=[{"member_id": member}]
+                                       ).to_dict()
+    assert np.allclose(online["embedding"][0], m21.apply(m32.apply(v3[member])), atol=1e-4)

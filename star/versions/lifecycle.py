@@ -10,7 +10,8 @@
     SQL                       star.nearest(family, j, id, k) (migration 0002) translates query and candidates
 
 retire(): 1. map k -> j (stored, or composed and checked against a direct fit), its rows into
-star.embedding_compat_rows, status 'retired' + served_from, one transaction; 2. feast apply + materialize the view
+star.embedding_compat_rows, status 'retired' + served_from; vintages j served (retired before it) move to k through
+the composed map k -> j -> i; one transaction; 2. feast apply + materialize the view
 (online rows now translated) + VACUUM of its online table; 3. drop the old table. A run that fails after 1 is
 finished by running retire again; before 1 nothing changed.
 """
@@ -212,12 +213,40 @@ def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: i
         raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; published: "
                            f"{[r['version'] for r in newer]}")
     m = serving_map(conn, family, source, version, v["entity"])
+    _serve(conn, m, m.metrics.get("chained", [[source, version]]))
+    return version_row(conn, family, version)
+
+
+def _serve(conn: psycopg.Connection, m: compat.CompatMap, through: list) -> None:
+    """Serve retired vintage m.to_version from m.from_version through m (its rows for star.compat_apply)."""
     _write_rows(conn, m)
     conn.execute("UPDATE star.embedding_versions SET status = 'retired', served_from = %s, updated_at = now(), "
                  "config = config || %s WHERE family = %s AND version = %s",
-                 (source, json.dumps({"served_through": m.metrics.get("chained", [[source, version]])}),
-                  family, version))
-    return version_row(conn, family, version)
+                 (m.from_version, json.dumps({"served_through": through}), m.family, m.to_version))
+
+
+def _repoint_dependents(conn: psycopg.Connection, family: str, version: int) -> None:
+    """Retired vintages served from `version`, which has just been retired itself: served from its source from now
+    on, through the composed map source -> version -> them (their own rows are gone, so no direct fit can check
+    the chain)."""
+    v = version_row(conn, family, version)
+    first = compat.load(conn, family, v["served_from"], version)
+    for r in conn.execute("SELECT version, config->'served_through' FROM star.embedding_versions WHERE family = %s "
+                          "AND status = 'retired' AND served_from = %s ORDER BY version", (family, version)
+                          ).fetchall():
+        dependent, through = r[0], r[1] or [[version, r[0]]]
+        chained = compat.compose([first, compat.load(conn, family, version, dependent)])
+        chained.metrics.update(repointed_from=version)
+        compat.store(conn, chained)
+        _serve(conn, chained, first.metrics.get("chained", [[first.from_version, version]]) + through)
+
+
+def _served_through(conn: psycopg.Connection, family: str, version: int) -> list[int]:
+    """Retired vintages whose serving chain passes through `version` (their online rows follow its map)."""
+    return [r[0] for r in conn.execute(
+        "SELECT version FROM star.embedding_versions WHERE family = %s AND status = 'retired' AND version <> %s AND "
+        "EXISTS (SELECT 1 FROM jsonb_array_elements(config->'served_through') h WHERE (h->>0)::int = %s) "
+        "ORDER BY version", (family, version, version))]
 
 
 def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> None:
@@ -241,9 +270,12 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
         with conn.transaction():
             conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
             v = _mark_retired(conn, family, version, source)
+            _repoint_dependents(conn, family, version)
+            views = [f"{family}_v{k}" for k in [version, *_served_through(conn, family, version)]]
     apply_features(target, settings)
-    materialize(target, settings=settings, feature_views=[f"{family}_v{version}"])
-    _vacuum_online(target, f"{family}_v{version}", settings)
+    materialize(target, settings=settings, feature_views=views)
+    for view in views:
+        _vacuum_online(target, view, settings)
     with connect(target) as conn:
         with conn.transaction():
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(family, version)))  # + its HNSW
