@@ -87,6 +87,13 @@ def test_a_retired_vintage_is_served_online_historically_and_in_sql(target, enco
     assert [i for i, _ in got] == [i for _, i in brute]  # oversample covers every member: exact
     assert np.allclose([c for _, c in got], [c for c, _ in brute], atol=1e-4)
     assert len(native) == 5 and member not in [i for (i,) in native]
+    with db.connect(target) as conn:  # beyond pgvector's ef_search range (1000): still k rows, in order
+        wide = [conn.execute("SELECT cosine FROM star.nearest(%s, %s, %s, %s)", (FAMILY, v, member, k)).fetchall()
+                for v, k in ((1, 101), (2, 1001), (1, 140))]
+        with pytest.raises(psycopg.errors.RaiseException, match="k = 0 and oversample = 10 must both be >= 1"):
+            conn.execute("SELECT * FROM star.nearest(%s, 2, %s, 0)", (FAMILY, member))
+    assert [len(w) for w in wide] == [101, len(v2) - 1, 140]
+    assert all(np.all(np.diff([c for (c,) in w]) <= 1e-9) for w in wide)
 
 
 def test_retiring_without_a_map_or_a_successor_fails_and_changes_nothing(target, encoders):
