@@ -70,7 +70,15 @@ def test_adapt_to_a_later_graph_keeps_learned_ids_and_recodes_categories(target,
     early = end - pd.Timedelta(days=60)
     mg, _, path = _trained(target, tmp_path, early)
     ckpt = checkpoint.load(path)
+    with db.connect(target) as conn:  # a later load reuses a relation name for other node types
+        conn.execute("INSERT INTO star.attribute_edges (entity, entity_id, relation, node_type, node_id, "
+                     "event_timestamp) SELECT 'member', member_id, 'posted_by', node_type, node_id, %s "
+                     "FROM (SELECT member_id FROM star.members ORDER BY 1 LIMIT 5) m, "
+                     "(SELECT node_type, node_id FROM star.attribute_edges WHERE relation = 'posted_by' LIMIT 1) a",
+                     (end - pd.Timedelta(days=1),))
+        conn.commit()
     later = build_graph(target, checkpoint.graph_config(ckpt, end))
+    assert ("member", "posted_by", "company") not in later.graph.canonical_etypes
     assert len(later.node_ids["member"]) > len(mg.node_ids["member"])  # members joined after the training cutoff
     model, features = checkpoint.adapt(ckpt, later)
     for nt in model.input.ids:

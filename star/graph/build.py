@@ -110,6 +110,9 @@ def _edge_types(conn: psycopg.Connection, cfg: GraphConfig) -> tuple[list[EType]
     attr_rows = conn.execute(ATTRIBUTE_TYPES, {"cutoff": cfg.cutoff}).fetchall()
     attribute = _pick(attr_rows, cfg.attribute_relations, "attribute", "attribute_relations", cfg.cutoff)
     interaction = _pick(inter_rows, cfg.interaction_relations, "interaction", "interaction_relations", cfg.cutoff)
+    if cfg.edge_types is not None:
+        attribute = [e for e in attribute if e in cfg.edge_types]
+        interaction = [e for e in interaction if e in cfg.edge_types]
     if not interaction:
         first = min((r[4] for r in inter_rows), default=None)
         raise GraphBuildError(

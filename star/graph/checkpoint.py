@@ -135,6 +135,7 @@ def graph_config(ckpt: GraphCheckpoint, cutoff: pd.Timestamp) -> GraphConfig:
         cutoff=cutoff,
         interaction_relations=tuple(sorted({r for s, r, d in forward if {s, d} == {"member", "job"}})),
         attribute_relations=tuple(sorted({r for s, r, d in forward if {s, d} != {"member", "job"}})),
+        edge_types=tuple(sorted(tuple(e) for e in forward)),
         text_version=dict(ckpt.info["text_versions"]), use_text=g["use_text"],
         use_categorical=g["use_categorical"], use_ids=g["use_ids"], add_reverse=g["add_reverse"])
 

@@ -30,6 +30,10 @@ class GraphConfig:
         default=None, metadata={"help": "member -> job relations to use; None = all present by the cutoff"})
     attribute_relations: tuple[str, ...] | None = field(
         default=None, metadata={"help": "member|job -> attribute relations; None = all present by the cutoff"})
+    edge_types: tuple[tuple[str, str, str], ...] | None = field(
+        default=None, metadata={"help": "forward (src, relation, dst) types to keep, within the relations above; "
+                                        "None = all (a model's own, when its graph is rebuilt: a relation name "
+                                        "that later links other node types stays out)"})
     text_version: dict[str, int] | None = field(
         default=None, metadata={"help": "entity -> <entity>_text_embedding version; None = newest published, "
                                         "{} = no text features"})
@@ -53,6 +57,12 @@ class GraphConfig:
         object.__setattr__(self, "interaction_relations",
                            _names(self.interaction_relations, "interaction_relations"))
         object.__setattr__(self, "attribute_relations", _names(self.attribute_relations, "attribute_relations"))
+        if self.edge_types is not None:
+            types = tuple(tuple(e) for e in self.edge_types)
+            if any(len(e) != 3 or not all(isinstance(x, str) for x in e) for e in types):
+                raise ConfigError(f"edge_types={self.edge_types!r}: pass (src type, relation, dst type) triples, "
+                                  "e.g. (('member', 'apply', 'job'),)")
+            object.__setattr__(self, "edge_types", types)
         if self.text_version is not None:
             wrong = [k for k in self.text_version if k not in ENTITIES]
             bad = [v for v in self.text_version.values() if not isinstance(v, int) or v < 1]
@@ -64,6 +74,8 @@ class GraphConfig:
     def to_dict(self) -> dict:
         """JSON-ready, for the lineage of whatever is trained on the graph."""
         return {"cutoff": self.cutoff.isoformat(), "interaction_relations": self.interaction_relations,
-                "attribute_relations": self.attribute_relations, "text_version": self.text_version,
+                "attribute_relations": self.attribute_relations,
+                "edge_types": None if self.edge_types is None else [list(e) for e in self.edge_types],
+                "text_version": self.text_version,
                 "use_text": self.use_text, "use_categorical": self.use_categorical, "use_ids": self.use_ids,
                 "add_reverse": self.add_reverse}
