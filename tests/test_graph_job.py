@@ -158,6 +158,7 @@ def test_embed_job_publishes_versions_feast_views_and_snapshots(target, tmp_path
     assert _versions(target) == [("job_graph_embedding", 1, "published", 24),
                                  ("member_graph_embedding", 1, "published", 24)]
     expected = embed_all(result.model, mg)["member"]
+    expected_job0 = embed_all(result.model, mg)["job"][0]
     with db.connect(target) as conn:
         stored = dict(conn.execute("SELECT member_id, embedding::real[] FROM star.member_graph_embedding_v1"))
         (config, metrics) = conn.execute("SELECT config, metrics FROM star.embedding_versions WHERE "
@@ -170,6 +171,19 @@ def test_embed_job_publishes_versions_feast_views_and_snapshots(target, tmp_path
 
     again = embed_graph(target, ckpt, cutoff=early, progress=False)  # same model, same cutoff: nothing to do
     assert [r["embedded"] for r in again] == [0, 0]
+    with db.connect(target) as conn:  # a late load: one more edge before the cutoff, no new member or job
+        conn.execute("INSERT INTO star.interactions (member_id, job_id, relation, event_timestamp) VALUES "
+                     "(%s, %s, 'apply', %s)", (int(mg.node_ids["member"][0]), int(mg.node_ids["job"][0]),
+                                                 early - pd.Timedelta(hours=1)))
+        conn.commit()
+    redone = embed_graph(target, ckpt, cutoff=early, progress=False)  # the graph changed: the snapshot is redone
+    assert [r["embedded"] for r in redone] == [len(mg.node_ids["member"]), len(mg.node_ids["job"])]
+    now = build_graph(target, checkpoint.graph_config(ckpt, early))
+    fresh = infer(*checkpoint.adapt(ckpt, now)[:1], now.graph, checkpoint.adapt(ckpt, now)[1])["job"]
+    with db.connect(target) as conn:
+        stored = dict(conn.execute("SELECT job_id, embedding::real[] FROM star.job_graph_embedding_v1"))
+    assert np.allclose(stored[int(now.node_ids["job"][0])], fresh[0].numpy(), atol=1e-5)
+    assert not np.allclose(fresh[0].numpy(), expected_job0, atol=1e-5)  # and the edge did move it
 
     later = embed_graph(target, ckpt, cutoff=end, progress=False)  # a refresh: a new snapshot, same version
     assert [r["version"] for r in later] == [1, 1] and later[0]["unseen_in_training"] > 0

@@ -6,8 +6,10 @@
     event_timestamp = cutoff + HNSW over each entity's newest row, status 'published' (one transaction)
 
 A version is one model; each run at a new cutoff adds a snapshot (a consumer joining point-in-time gets the
-embedding of the newest graph at or before its event). Running again at the same cutoff writes nothing. Killed at
-any point: nothing half-published; the next run redoes the staging and publishes.
+embedding of the newest graph at or before its event). Running again at the same cutoff writes nothing unless the
+graph at that cutoff changed (a later load with earlier-stamped rows: source_md5 = md5(weights, cutoff, graph
+digest)), in which case the snapshot is rewritten. Killed at any point: nothing half-published; the next run redoes
+the staging and publishes.
 """
 
 from __future__ import annotations
@@ -65,9 +67,27 @@ def _fingerprint(ckpt) -> dict:
             "text_versions": ckpt.info["text_versions"], "etypes": ckpt.info["etypes"]}
 
 
-def _rows_at(conn, v, cutoff: pd.Timestamp) -> int:
-    (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE event_timestamp = %s").format(t=v.table),
-                        (cutoff,)).fetchone()
+def graph_digest(mg) -> str:
+    """MD5 of what the embeddings are computed from: every node id, edge and node feature of the graph (a load
+    that changes any of them at or before the cutoff changes the digest)."""
+    h = hashlib.md5()
+    for nt in sorted(mg.node_ids):
+        h.update(f"nodes:{nt}:".encode())
+        ids = mg.node_ids[nt]
+        h.update(np.ascontiguousarray(ids).tobytes() if ids.dtype != object else "\x1f".join(ids).encode())
+        for name, x in sorted(mg.features.get(nt, {}).items()):
+            h.update(f"{name}:".encode() + x.contiguous().numpy().tobytes())
+    g = mg.graph
+    for etype in sorted(g.canonical_etypes):
+        src, dst = g.edges(etype=etype)
+        h.update(":".join(etype).encode() + src.numpy().tobytes() + dst.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rows_from(conn, v, cutoff: pd.Timestamp, source: str) -> int:
+    """Rows of the snapshot at `cutoff` computed from this model and graph."""
+    (n,) = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE event_timestamp = %s AND source_md5 = %s").format(
+        t=v.table), (cutoff, source)).fetchone()
     return n
 
 
@@ -91,7 +111,7 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
     z = infer(model, mg.graph, features, cfg.batch_size)
     infer_seconds = time.perf_counter() - t0
     fingerprint = _fingerprint(ckpt)
-    source = hashlib.md5(f"{ckpt.sha256}:{cutoff.isoformat()}".encode()).hexdigest()
+    source = hashlib.md5(f"{ckpt.sha256}:{cutoff.isoformat()}:{graph_digest(mg)}".encode()).hexdigest()
     lineage = {"model_dir": str(ckpt.path), "weights_sha256": ckpt.sha256, "text_versions": mg.text_versions,
                "train_cutoff": ckpt.info["cutoff"], "train": ckpt.info["metrics"],
                "evaluation": ckpt.info.get("evaluation")}
@@ -104,7 +124,7 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
                                                   kind="graph_embedding", fingerprint=fingerprint,
                                                   model=str(ckpt.path))
                 store.ensure_staging(conn, v)
-            done = v.status != "building" and _rows_at(conn, v, cutoff) == len(emb)  # candidates too
+            done = v.status != "building" and _rows_from(conn, v, cutoff, source) == len(emb)  # candidates too
             if not done:
                 frame = pd.DataFrame({"entity_id": mg.node_ids[entity], "valid_from": cutoff,
                                       "source_md5": source})
