@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from star import db
-from star.data.format import read_dir
+from star.data.format import read_dir, validate
 from star.errors import IngestError
 from star.store.marketplace import load
 from tests import tiny_market
@@ -29,6 +29,21 @@ def test_load_then_reload_changes_nothing(target, tmp_path, fmt):
     again = load(target, read_dir(directory))
     assert snapshot(target) == before
     assert all(v == 0 for k, v in again.items() if k != "new_feature_views") and again["new_feature_views"] == []
+
+
+def test_csv_and_parquet_mean_the_same_empty_texts_missing_values_and_numbers(tmp_path):
+    data = tiny_market.frames()
+    data["texts"]["text"] = ["", "Senior data analyst", "Nurse", "Senior analyst wanted", "Junior nurse"]
+    data["members"]["seniority"] = ["", "senior", None]
+    got = {}
+    for fmt, grade in (("csv", ["3", None, "7"]), ("parquet", [3, None, 7])):  # Parquet: an int column with a gap
+        data["members"]["grade"] = grade                                      # is float64
+        market = validate(read_dir(tiny_market.write(tmp_path / fmt, data, fmt=fmt)))
+        got[fmt] = (market.texts["text"].tolist(), market.members["seniority"].tolist(),
+                    market.members["grade"].tolist())
+    assert got["csv"] == got["parquet"] == (
+        ["", "Senior data analyst", "Nurse", "Senior analyst wanted", "Junior nurse"], [None, "senior", None],
+        ["3", None, "7"])
 
 
 def test_member_without_valid_from_is_valid_since_the_beginning(target, tmp_path):

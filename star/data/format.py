@@ -59,6 +59,9 @@ def _read_one(path: Path) -> pd.DataFrame:
     try:
         if path.name.endswith(".parquet"):
             return pd.read_parquet(path)
+        if path.name.startswith("texts"):  # an empty text cell is an empty text, as "" is in Parquet
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            return df.replace({c: {"": None} for c in df.columns if c != "text"})
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
@@ -189,6 +192,19 @@ def _no_duplicates(fr: _Frame, df: pd.DataFrame, key: list[str], what: str) -> N
                     "keep one row per key")
 
 
+def _categorical(values: pd.Series) -> pd.Series:
+    """A categorical column as text, the same from Parquet as from CSV: empty (or blank) = missing; whole numbers
+    of a float column (an integer column with gaps) without '.0'."""
+    if pd.api.types.is_float_dtype(values):
+        whole = values.notna() & (values % 1 == 0) & (values.abs() < 2 ** 53)
+        text = values.astype(str).where(~whole, values[whole].astype("int64").astype(str) if whole.any() else "")
+    else:
+        text = values.astype(str)
+    text = text.where(values.notna(), None).astype(object)
+    blank = text.notna() & (text.astype(str).str.strip() == "")
+    return text.where(~blank, None)
+
+
 def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
     id_col = ID_COLUMN[entity]
     _require(fr, (id_col,))
@@ -203,8 +219,7 @@ def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
                         "valid_from": _timestamps(fr, "valid_from", required=False)})
     for col in fr.df.columns:
         if col not in (id_col, "valid_from"):
-            values = fr.df[col]
-            out[col] = values.where(values.isna(), values.astype(str)).astype(object).where(values.notna(), None)
+            out[col] = _categorical(fr.df[col])
     _no_duplicates(fr, out, [id_col, "valid_from"], f"{entity} history key")
     return out
 
