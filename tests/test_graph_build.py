@@ -19,6 +19,8 @@ from star.store.marketplace import load
 from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
+from star.versions import compat
+from star.versions.lifecycle import retire
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
 CUTOFF = pd.Timestamp("2025-02-18T00:00:00Z")
@@ -176,6 +178,23 @@ def test_text_version_pinning_and_feature_switches(target, encoders):
 
     with pytest.raises(GraphBuildError, match=r"member_text_embedding version 7 does not exist \(versions: \[1, 2\]"):
         build_graph(target, GraphConfig(cutoff=CUTOFF, text_version={"member": 7}))
+
+    # a retired text version is read as it is served: its successor's vectors through the map
+    d1, d2 = pinned.features["member"]["text"].shape[1], newest.features["member"]["text"].shape[1]
+    rng = np.random.default_rng(0)
+    m = compat.CompatMap(family="member_text_embedding", from_version=2, to_version=1,
+                         matrix=rng.normal(size=(d1, d2)), bias=rng.normal(size=d1), metrics={})
+    with db.connect(target) as conn:
+        compat.store(conn, m)
+        conn.commit()
+    retire(target, "member_text_embedding", 1)
+    served = build_graph(target, GraphConfig(cutoff=CUTOFF, text_version={"member": 1, "job": 1}))
+    assert served.text_versions == {"member": 1, "job": 1}
+    np.testing.assert_array_equal(served.features["member"]["text_mask"].numpy(),
+                                  newest.features["member"]["text_mask"].numpy())
+    have = newest.features["member"]["text_mask"].numpy()
+    np.testing.assert_allclose(served.features["member"]["text"].numpy()[have],
+                               m.apply(newest.features["member"]["text"].numpy()[have]), atol=1e-4)
 
 
 def test_errors_name_the_value_and_the_fix(target):

@@ -106,11 +106,18 @@ def text_version(conn: psycopg.Connection, entity: str, requested: int | None) -
 
 def text(conn: psycopg.Connection, entity: str, node_ids: np.ndarray, cutoff: pd.Timestamp, version: int,
          dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, dim) float32 vectors of the snapshots valid at the cutoff and the (n,) mask of nodes that have one."""
-    table = sql.Identifier("star", f"{TEXT_FAMILY[entity]}_v{version}")
-    if conn.execute("SELECT to_regclass(%s)", (f"star.{TEXT_FAMILY[entity]}_v{version}",)).fetchone()[0] is None:
-        raise GraphBuildError(f"{TEXT_FAMILY[entity]} version {version} has no table star."
-                              f"{TEXT_FAMILY[entity]}_v{version}; pass another version in text_version")
+    """(n, dim) float32 vectors of the snapshots valid at the cutoff and the (n,) mask of nodes that have one. A
+    retired version is read as it is served: its serving version's vectors through the stored map."""
+    from star.versions import compat
+
+    family = TEXT_FAMILY[entity]
+    (served_from,) = conn.execute("SELECT served_from FROM star.embedding_versions WHERE family = %s AND "
+                                  "version = %s", (family, version)).fetchone() or (None,)
+    source = version if served_from is None else served_from
+    table = sql.Identifier("star", f"{family}_v{source}")
+    if conn.execute("SELECT to_regclass(%s)", (f"star.{family}_v{source}",)).fetchone()[0] is None:
+        raise GraphBuildError(f"{family} version {source} has no table star.{family}_v{source}; pass another "
+                              "version in text_version")
     register_vector(conn)
     query = sql.SQL(TEXT_AT_CUTOFF).format(table=table, key=sql.Identifier(ID_COLUMN[entity]))
     with conn.cursor(binary=True) as cur:  # binary: pgvector hands over float32 buffers, no text parsing
@@ -121,6 +128,8 @@ def text(conn: psycopg.Connection, entity: str, node_ids: np.ndarray, cutoff: pd
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         pos, found = positions(node_ids, ids)
         stacked = np.stack([r[1].to_numpy() for r in rows]).astype(np.float32, copy=False)
+        if served_from is not None:
+            stacked = compat.load(conn, family, served_from, version).apply(stacked).astype(np.float32)
         vectors[pos[found]] = stacked[found]
         mask[pos[found]] = True
     return torch.from_numpy(vectors), torch.from_numpy(mask)
