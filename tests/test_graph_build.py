@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,6 +166,10 @@ def test_text_version_pinning_and_feature_switches(target, encoders):
                                encoders[1].encode(texts, "member").embeddings, atol=1e-5)
     np.testing.assert_allclose(pinned.features["member"]["text"][:2].numpy(),
                                encoders[0].encode(texts, "member").embeddings, atol=1e-5)
+    other = TextEncoder(TextModelConfig(model_dir=tiny_bert(Path(encoders[0].cfg.model_dir).parent / "other", seed=2),
+                                        pooling="mean", precision="fp32"))
+    embed_texts(target, other, EmbedConfig(entities=("job",)), progress=False)  # job v3, from another encoder
+    assert build_graph(target, GraphConfig(cutoff=CUTOFF)).text_versions == {"member": 2, "job": 2}  # one encoder
     only_member = build_graph(target, GraphConfig(cutoff=CUTOFF, text_version={"member": 1}))
     assert "text" in only_member.features["member"] and "text" not in only_member.features["job"]
 

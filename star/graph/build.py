@@ -184,19 +184,21 @@ def _node_features(conn: psycopg.Connection, cfg: GraphConfig, node_ids: dict[st
     features: dict[str, dict[str, torch.Tensor]] = {nt: {} for nt in node_ids}
     vocab: dict[str, dict[str, list[str]]] = {}
     versions: dict[str, int] = {}
+    model = None  # the member vectors' encoder: the job vectors by default come from the same one
     for entity in ENTITIES:
         if cfg.use_categorical:
             features[entity]["categorical"], vocab[entity] = feats.categorical(conn, entity, node_ids[entity],
                                                                                cfg.cutoff)
         if not cfg.use_text or (cfg.text_version is not None and entity not in cfg.text_version):
             continue
-        chosen = feats.text_version(conn, entity, None if cfg.text_version is None else cfg.text_version[entity])
+        chosen = feats.text_version(conn, entity, None if cfg.text_version is None else cfg.text_version[entity],
+                                    model=model)
         if chosen is None:
             log.info("no published %s; %s nodes get no text features", feats.TEXT_FAMILY[entity], entity)
             continue
-        versions[entity] = chosen[0]
+        versions[entity], dim, model = chosen
         features[entity]["text"], features[entity]["text_mask"] = feats.text(
-            conn, entity, node_ids[entity], cfg.cutoff, *chosen)
+            conn, entity, node_ids[entity], cfg.cutoff, versions[entity], dim)
     return features, vocab, versions
 
 

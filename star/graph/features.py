@@ -33,7 +33,8 @@ CROSS JOIN LATERAL jsonb_each_text(h.attrs) kv
 WHERE h.valid_from <= %(cutoff)s
 """
 
-VERSIONS = "SELECT version, dim, status FROM star.embedding_versions WHERE family = %(family)s ORDER BY version"
+VERSIONS = ("SELECT version, dim, status, model FROM star.embedding_versions WHERE family = %(family)s "
+            "ORDER BY version")
 
 TEXT_AT_CUTOFF = """
 SELECT s.entity_id, e.embedding
@@ -85,23 +86,26 @@ def categorical(conn: psycopg.Connection, entity: str, node_ids: np.ndarray,
     return torch.from_numpy(codes), vocab
 
 
-def text_version(conn: psycopg.Connection, entity: str, requested: int | None) -> tuple[int, int] | None:
-    """(version, dim) of the embedding family to read: the requested one, or the newest published (None: none)."""
+def text_version(conn: psycopg.Connection, entity: str, requested: int | None, *,
+                 model: str | None = None) -> tuple[int, int, str] | None:
+    """(version, dim, model) of the embedding family to read: the requested one, or the newest published — of
+    those made by `model` when there are any (member and job vectors from one encoder share a space) — or None."""
     family = TEXT_FAMILY[entity]
     rows = conn.execute(VERSIONS, {"family": family}).fetchall()
     if requested is None:
-        published = [(v, d) for v, d, status in rows if status == "published"]
-        return published[-1] if published else None
-    found = [(v, d, s) for v, d, s in rows if v == requested]
+        published = [(v, d, m) for v, d, status, m in rows if status == "published"]
+        same = [p for p in published if model is not None and p[2] == model]
+        return (same or published)[-1] if published else None
+    found = [(v, d, s, m) for v, d, s, m in rows if v == requested]
     if not found:
         raise GraphBuildError(f"{family} version {requested} does not exist (versions: "
-                              f"{[v for v, _, _ in rows] or 'none'}); pass one of those in text_version, "
+                              f"{[r[0] for r in rows] or 'none'}); pass one of those in text_version, "
                               "or run `star text embed` to create one")
-    version, dim, status = found[0]
+    version, dim, status, made_by = found[0]
     if status == "building":
         raise GraphBuildError(f"{family} version {requested} is still building; finish it with `star text embed` "
                               "or pass a published version in text_version")
-    return version, dim
+    return version, dim, made_by
 
 
 def text(conn: psycopg.Connection, entity: str, node_ids: np.ndarray, cutoff: pd.Timestamp, version: int,
