@@ -46,6 +46,10 @@ def _check_requested(conn, cfg: EmbedConfig, family: str, fingerprint: dict, dim
     if cfg.version is None:
         return
     v = get_version(conn, family, cfg.version)
+    if v.status == "retired":
+        raise EmbeddingVersionError(f"{v.name} is retired: its rows are gone and it is served through a map, so "
+                                    "nothing can be embedded into it; omit --version (the model's own version is "
+                                    "continued, or a new one made)")
     if v.dim != dim:
         raise EmbeddingVersionError(f"{v.name} is registered with dim {v.dim} but the model gives {dim}-d vectors; "
                                     "embed with the model that built it, or omit --version to make a new version")
