@@ -16,7 +16,8 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions import compat
-from star.versions.lifecycle import VersionError, fit_map, list_versions, register_consumer, retire, show
+from star.versions.lifecycle import (VersionError, fit_map, list_versions, register_consumer, retire,
+                                    shared_vectors, show)
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
 FAMILY = "member_text_embedding"
@@ -56,6 +57,7 @@ def test_a_retired_vintage_is_served_online_historically_and_in_sql(target, enco
 
     out = retire(target, FAMILY, 1)
     assert out["served_from"] == 2 and out["consumers"] == 1
+    assert out["map_cos_mean"] == round(m.metrics["heldout"]["cos_mean"], 4) and "warning" not in out
     with db.connect(target) as conn:
         assert conn.execute(f"SELECT to_regclass('star.{FAMILY}_v1')").fetchone()[0] is None
         status = {r["version"]: (r["status"], r["served_from"]) for r in list_versions(conn, FAMILY)}
@@ -105,9 +107,13 @@ def test_retiring_without_a_map_or_a_successor_fails_and_changes_nothing(target,
     with db.connect(target) as conn:
         assert conn.execute(f"SELECT to_regclass('star.{FAMILY}_v1')").fetchone()[0] is not None
         assert [r["status"] for r in list_versions(conn, FAMILY)] == ["published", "published"]
-        fit_map(conn, FAMILY, 2, 1)
+        _, xs, ys = shared_vectors(conn, FAMILY, 2, 1, "member")  # a poor map: fitted to noise
+        noise = np.random.default_rng(0).normal(size=ys.shape)
+        poor = compat.fit(xs, noise, family=FAMILY, from_version=2, to_version=1)
+        compat.store(conn, poor)
         conn.commit()
-    retire(target, FAMILY, 1)
+    out = retire(target, FAMILY, 1)
+    assert out["map_cos_mean"] < 0.97 and "the publish gate's default" in out["warning"]
     with pytest.raises(VersionError, match="only published vintage"):
         retire(target, FAMILY, 2)
     with pytest.raises(VersionError, match="no vintage 7; available: v1 \\(retired\\), v2 \\(published\\)"):

@@ -272,6 +272,7 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
             v = _mark_retired(conn, family, version, source)
             _repoint_dependents(conn, family, version)
             views = [f"{family}_v{k}" for k in [version, *_served_through(conn, family, version)]]
+            cos = _map_cos(compat.load(conn, family, v["served_from"], version))
     apply_features(target, settings)
     materialize(target, settings=settings, feature_views=views)
     for view in views:
@@ -281,5 +282,24 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(family, version)))  # + its HNSW
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(
                 t=sql.Identifier("star", f"{family}_v{version}__staging")))
-    return {"job": "versions retire", "family": family, "version": version, "status": "retired",
-            "served_from": v["served_from"], "consumers": v["consumers"]}
+    out = {"job": "versions retire", "family": family, "version": version, "status": "retired",
+           "served_from": v["served_from"], "consumers": v["consumers"], "map_cos_mean": cos}
+    if cos is not None and cos < GATE_COS:
+        out["warning"] = (f"the map v{v['served_from']} -> v{version} reproduces v{version}'s vectors with mean "
+                          f"cosine {cos:.3f} (< {GATE_COS}, the publish gate's default): its consumers now get "
+                          "noticeably different vectors. Check them, or next time publish through the gate "
+                          "(`star versions publish`) before retiring")
+    return out
+
+
+GATE_COS = 0.97  # the parity gate's default smallest held-out mean cosine (star versions publish --min-mean)
+
+
+def _map_cos(m: compat.CompatMap) -> float | None:
+    """How well a serving map reproduces its vintage: held-out mean cosine of a fit, or of the chain as checked
+    (None for a map composed when its vintage's rows were already gone)."""
+    check = m.metrics.get("chain_check")
+    if check:
+        return round(check["chained_cos_mean" if check["served_by"] == "chain" else "direct_cos_mean"], 4)
+    heldout = m.metrics.get("heldout") or {}
+    return None if heldout.get("cos_mean") is None else round(heldout["cos_mean"], 4)
