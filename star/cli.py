@@ -11,7 +11,7 @@ import typer
 
 from star.cli_common import _emit, _parse_time, _settings, _target
 from star.cli_versions import compat_app, versions_app
-from star.errors import StarError
+from star.errors import ConfigError, StarError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="The database: embedded PostgreSQL + pgvector, or STAR_DATABASE_URL.")
@@ -108,8 +108,10 @@ def features_materialize(
     """Copy feature values valid in [START, END] into the online store."""
     from star import pipeline
 
-    begin = _parse_time(start, datetime(1970, 1, 1, tzinfo=timezone.utc))
-    finish = _parse_time(end, datetime.now(timezone.utc))
+    begin = _parse_time(start, datetime(1970, 1, 1, tzinfo=timezone.utc), "START")
+    finish = _parse_time(end, datetime.now(timezone.utc), "END")
+    if begin > finish:
+        raise ConfigError(f"START {begin.isoformat()} is after END {finish.isoformat()}; swap them")
     _emit(pipeline.materialize(_target(), begin, finish))
 
 
@@ -132,8 +134,8 @@ def trainset(
 
     cfg = TrainsetConfig(task=task, negatives=tuple(negatives.split(",")) if negatives else None,
                          neg_ratio=neg_ratio, seed=seed_,
-                         start=pd.Timestamp(start, tz="UTC") if start else None,
-                         end=pd.Timestamp(end, tz="UTC") if end else None)
+                         start=pd.Timestamp(start) if (start := _parse_time(start, None, "--start")) else None,
+                         end=pd.Timestamp(end) if (end := _parse_time(end, None, "--end")) else None)
     _emit(pipeline.trainset(_target(), cfg, out))
 
 
@@ -202,8 +204,8 @@ def text_embed(
     _emit(pipeline.text_embed(_target(), model_dir=model_dir, adapter=adapter, base=base, cfg=cfg))
 
 
-def _optional_time(value: str | None):
-    return None if value is None else _parse_time(value, None)
+def _optional_time(value: str | None, option: str = "--cutoff"):
+    return _parse_time(value, None, option)
 
 
 @graph_app.command("train")

@@ -43,3 +43,14 @@ class TextModelError(StarError):
 
 class TextInputError(StarError):
     """Texts or a pairs frame given to the text model are unusable (empty text, unknown kind, missing column)."""
+
+
+def require_at_least(owner: str, bound: float, *, strict: bool = False, **values) -> None:
+    """ConfigError naming the first of `values` below `bound` (or at it, when strict), its value and the fix, e.g.
+    require_at_least("EmbedConfig", 1, batch_size=cfg.batch_size). The option of a setting is --<name with ->."""
+    for name, value in values.items():
+        if value is None or (value > bound if strict else value >= bound):
+            continue
+        need = f"> {bound}" if strict else f">= {bound}"
+        raise ConfigError(f"{owner}: {name}={value!r} must be {need}; pass --{name.replace('_', '-')} with a "
+                          f"value {need}")

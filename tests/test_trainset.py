@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from star.data.format import frame
-from star.errors import TrainsetError
+from star.errors import FeatureRepoError, TrainsetError
 from star.pipeline import apply_features
 from star.store.marketplace import load
 from star.store.trainset import TrainsetConfig, build_trainset
@@ -109,5 +109,5 @@ def test_no_time_travel_on_the_synthetic_marketplace(target):
 
 def test_views_not_yet_applied_in_feast_is_a_clear_error(target):
     load(target, {k: frame(v, f"{k}.csv") for k, v in boundary_market().items()})
-    with pytest.raises(TrainsetError, match=r"registered but not applied in Feast; run `star features apply`"):
+    with pytest.raises(FeatureRepoError, match=r"registered but not applied in Feast; run `star features apply`"):
         build_trainset(target, TrainsetConfig(task="apply"))

@@ -109,3 +109,11 @@ def apply(store: FeatureStore, specs: list[ViewSpec]) -> None:
     finally:
         os.chdir(cwd)
 
+
+
+def require_applied(store: FeatureStore, views: set[str]) -> None:
+    """FeatureRepoError naming the registered views Feast does not have yet, and the command that adds them."""
+    missing = sorted(set(views) - {fv.name for fv in store.list_feature_views()})
+    if missing:
+        raise FeatureRepoError(f"feature view(s) {', '.join(missing)} are registered but not applied in Feast; run "
+                               "`star features apply` (or `feast -c feature_repo apply`) first")

@@ -102,7 +102,7 @@ def feature_refs(views: dict) -> tuple[list[str], dict[str, str]]:
 
 def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, store=None) -> pd.DataFrame:
     """The training set as a DataFrame (see the module docstring); `store` defaults to the repo's FeatureStore."""
-    from star.store.feast_repo import open_store
+    from star.store.feast_repo import open_store, require_applied
 
     with connect(target) as conn:
         labels, negatives = _labels(conn, cfg)
@@ -111,11 +111,7 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
         raise TrainsetError(f"no {cfg.task!r} interactions between {cfg.start} and {cfg.end}; widen the window")
     refs, renames = feature_refs(views) if cfg.features is None else (list(cfg.features), {})
     store = store or open_store(target)
-    applied = {fv.name for fv in store.list_feature_views()}
-    missing = sorted({ref.split(":")[0] for ref in refs} - applied)
-    if missing:
-        raise TrainsetError(f"feature view(s) {', '.join(missing)} are registered but not applied in Feast; run "
-                            "`star features apply` (or `feast -c feature_repo apply`) first")
+    require_applied(store, {ref.split(":")[0] for ref in refs})
     df = store.get_historical_features(entity_df=labels, features=refs, full_feature_names=True).to_df()
     df = df.rename(columns=renames)
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)

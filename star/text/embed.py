@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from star.config import DbTarget
 from star.db import connect
-from star.errors import StarError
+from star.errors import ConfigError, StarError, require_at_least
 
 FAMILIES = {"member": "member_text_embedding", "job": "job_text_embedding"}
 
@@ -38,6 +38,13 @@ class EmbedConfig:
                                                              "the gate: `star versions publish`)"})
     hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam (FIELD-NOTES: 64 -> 23 s/100k)"})
+
+    def __post_init__(self):
+        wrong = [e for e in self.entities if e not in FAMILIES]
+        if wrong or not self.entities:
+            raise ConfigError(f"entities={self.entities!r}: choose from {', '.join(FAMILIES)} (e.g. --entity member)")
+        require_at_least("EmbedConfig", 1, batch_size=self.batch_size, commit_every=self.commit_every,
+                         version=self.version, hnsw_m=self.hnsw_m, hnsw_ef_construction=self.hnsw_ef_construction)
 
 
 def _check_requested(conn, cfg: EmbedConfig, family: str, fingerprint: dict, dim: int) -> None:

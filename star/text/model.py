@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from star.errors import TextInputError, TextModelError
+from star.errors import TextInputError, TextModelError, require_at_least
 from star.text.config import TextModelConfig, TrainConfig, is_decoder_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
@@ -117,6 +117,7 @@ class TextEncoder(nn.Module):
     def encode(self, texts: list[str], kind: str, *, batch_size: int = 64, progress: bool = False) -> EncodeResult:
         """Inference: no grad, eval mode, batches of similar length (less padding, ~2x faster on CPU)."""
         self._check(texts, kind)
+        require_at_least("encode", 1, batch_size=batch_size)
         start = time.perf_counter()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:

@@ -1,0 +1,45 @@
+"""The command line on bad options: one line on stderr naming the option, the value and the fix, exit code 2, no
+traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from star.data.format import read_dir
+from star.store.marketplace import load
+from tests import tiny_market
+from tests.test_ingest import snapshot
+
+CASES = {
+    "unparsable cutoff": (["graph", "train", "--cutoff", "garbage"], "--cutoff 'garbage' is not a time"),
+    "unparsable embed cutoff": (["graph", "embed", "--cutoff", "soon"], "--cutoff 'soon' is not a time"),
+    "unparsable materialize start": (["features", "materialize", "garbage"], "START 'garbage' is not a time"),
+    "materialize backwards": (["features", "materialize", "2025-06-01", "2025-01-01"],
+                              "START 2025-06-01T00:00:00+00:00 is after END 2025-01-01T00:00:00+00:00; swap them"),
+    "unparsable trainset start": (["trainset", "--out", "x.parquet", "--start", "garbage"],
+                                  "--start 'garbage' is not a time"),
+    "negative batch size": (["text", "embed", "--base", "--batch-size", "-3"],
+                            "batch_size=-3 must be >= 1; pass --batch-size with a value >= 1"),
+    "unknown embed entity": (["text", "embed", "--base", "--entity", "foo"], "entities=('foo',): choose from"),
+    "unknown online entity": (["online", "foo", "1"], "entity 'foo': choose from member, job"),
+    "online before feast apply": (["online", "member", "1"], "registered but not applied in Feast"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_options_get_one_line_and_exit_2(target, tmp_path, case):
+    args, message = CASES[case]
+    load(target, read_dir(tiny_market.write(tmp_path / "m")))
+    before = snapshot(target)
+    star = str(Path(sys.executable).with_name("star"))
+    done = subprocess.run([star, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "STAR_DATABASE_URL": target.sqlalchemy_url()})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "star: error: " in done.stderr and message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert snapshot(target) == before
