@@ -65,6 +65,11 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
     end = end or datetime.now(timezone.utc)
     with contextlib.redirect_stdout(sys.stderr):
         open_store(target, settings).materialize(start, end, feature_views=feature_views)
+    from star.store import embeddings
+
+    with db.connect(target) as conn:
+        embeddings.mark_online(conn, feature_views)
+        conn.commit()
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
             "seconds": round(time.time() - started, 2)}
 
@@ -154,12 +159,23 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
         encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
         lineage = {"adapter_dir": None}
     results = embed_texts(target, encoder, cfg or EmbedConfig(), lineage=lineage, progress=progress)
-    changed = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
+    changed = _to_materialize(target, results)
     if changed:
         apply_features(target, settings)
         materialize(target, settings=settings, feature_views=changed)
     return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
             "materialized": changed, "seconds": round(time.time() - started, 2)}
+
+
+def _to_materialize(target: DbTarget, results: list[dict]) -> list[str]:
+    """The views an embedding job must apply and materialize: those it wrote, and those of its families an earlier,
+    killed run published without materializing."""
+    from star.store import embeddings
+
+    with db.connect(target) as conn:
+        pending = embeddings.online_pending(conn, sorted({r["family"] for r in results}))
+    wrote = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
+    return sorted(set(wrote) | set(pending))
 
 
 def newest_graph_model(settings: Settings) -> Path | None:
@@ -230,7 +246,7 @@ def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None,
                                          "first or pass --model DIR")
     results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg or GraphEmbedConfig(),
                           progress=progress)
-    changed = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
+    changed = _to_materialize(target, results)
     if changed:
         apply_features(target, settings)
         materialize(target, settings=settings, feature_views=changed)

@@ -244,3 +244,26 @@ def test_train_then_embed_uses_the_newest_adapter_and_records_lineage(target, tm
     assert "job_text_embedding_v1" in done["materialized"]
     again = text_embed(target, cfg=EmbedConfig(entities=("job",)), progress=False)
     assert again["families"][0]["embedded"] == 0 and again["materialized"] == []
+
+
+def test_a_run_killed_after_publishing_is_applied_and_materialized_by_the_next(target, tiny_dir, monkeypatch):
+    """embed_texts alone = a `star text embed` killed after its database publish, before Feast apply/materialize."""
+    from star import pipeline
+
+    seed_synthetic(target, members=60, jobs=20, seed=4, progress=False)
+    encoder = TextEncoder(TextModelConfig(model_dir=tiny_dir))  # as pipeline.text_embed builds it
+    embed_texts(target, encoder, EmbedConfig(entities=("member",)), progress=False)
+    assert "member_text_embedding_v1" not in {fv.name for fv in open_store(target).list_feature_views()}
+
+    out = pipeline.text_embed(target, model_dir=tiny_dir, base=True, cfg=EmbedConfig(entities=("member",)),
+                              progress=False)
+    assert out["families"][0]["embedded"] == 0 and out["materialized"] == ["member_text_embedding_v1"]
+    with db.connect(target) as conn:
+        member, vector = conn.execute("SELECT member_id, embedding::real[] FROM star.member_text_embedding_v1 "
+                                      "WHERE is_current ORDER BY 1 LIMIT 1").fetchone()
+    online = open_store(target).get_online_features(features=["member_text_embedding_v1:embedding"],
+                                                    entity_rows=[{"member_id": member}]).to_dict()["embedding"][0]
+    assert np.allclose(online, vector, atol=1e-6)
+    again = pipeline.text_embed(target, model_dir=tiny_dir, base=True, cfg=EmbedConfig(entities=("member",)),
+                                progress=False)
+    assert again["materialized"] == []  # done: nothing pending any more

@@ -201,11 +201,29 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
         conn.execute(sql.SQL("DROP TABLE {s}").format(s=v.staging))
         start, end = conn.execute(sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {t}").format(
             t=v.table)).fetchone()
+        # online_pending: Feast has yet to apply / materialize these rows (cleared by pipeline.materialize), so a
+        # job killed between this commit and its materialize is finished by its next run
+        pending = json.dumps({"online_pending": True} if moved or v.status == "building" else {})
         conn.execute(
             "UPDATE star.embedding_versions SET status = CASE WHEN status = 'building' THEN %s ELSE status END, "
-            "data_start = %s, data_end = %s, metrics = metrics || %s, updated_at = now() "
+            "data_start = %s, data_end = %s, metrics = metrics || %s, config = config || %s, updated_at = now() "
             "WHERE family = %s AND version = %s",
-            (status, start, end, json.dumps(metrics, default=str), v.family, v.version))
+            (status, start, end, json.dumps(metrics, default=str), pending, v.family, v.version))
     if moved and analyze:  # statistics for a new table; later small updates are left to autovacuum
         conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved
+
+
+def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
+    """Feature views of `families` Feast serves whose newest published rows are not yet materialized."""
+    return [r[0] for r in conn.execute(
+        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND "
+        "status IN ('published', 'deprecated', 'retired') AND (config->>'online_pending')::boolean "
+        "ORDER BY family, version", (list(families),))]
+
+
+def mark_online(conn: psycopg.Connection, views: list[str] | None) -> None:
+    """The views' rows are materialized (None: every view)."""
+    conn.execute("UPDATE star.embedding_versions SET config = config - 'online_pending' WHERE config ? "
+                 "'online_pending' AND (%(v)s::text[] IS NULL OR feature_view = ANY(%(v)s::text[]))",
+                 {"v": None if views is None else list(views)})
