@@ -28,6 +28,11 @@ CASES = {
     "unknown embed entity": (["text", "embed", "--base", "--entity", "foo"], "entities=('foo',): choose from"),
     "unknown online entity": (["online", "foo", "1"], "entity 'foo': choose from member, job"),
     "online before feast apply": (["online", "member", "1"], "registered but not applied in Feast"),
+    "no synthetic members": (["seed", "--synthetic", "--members", "0"], "members=0 must be >= 1"),
+    "zero graph width": (["graph", "train", "--out-dim", "0"], "out_dim=0 must be >= 1; pass --out-dim"),
+    "negative graph learning rate": (["graph", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
+    "negative text learning rate": (["text", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
+    "negative triplet weight": (["text", "train", "--lambda-c", "-5"], "lambda_c=-5.0 must be >= 0"),
 }
 
 

@@ -31,6 +31,7 @@ from star.data.synthetic_frames import EMPLOYMENT, edge_frame, job_frame, member
 from star.data.synthetic_frames import write_dir  # noqa: F401  (re-exported: star.data.synthetic.write_dir)
 from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, node_frame, write_texts
 from star.data.taxonomy import load_taxonomy
+from star.errors import require_at_least
 
 DAY, WEEK = 86_400, 7 * 86_400
 OUTCOMES = np.array(["none", "view", "save", "apply", "dismiss"], dtype=object)
@@ -318,8 +319,7 @@ def _simulate(rng, ctx, t0, t1, bar):
 def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01", months: int = 6,
              progress: bool = False) -> SyntheticMarketplace:
     """Generate `members` members and `jobs` jobs interacting over `months` months from `start` (UTC)."""
-    if members < 1 or jobs < 1 or months < 1:
-        raise ValueError(f"generate() needs members, jobs and months >= 1, got {members}, {jobs}, {months}")
+    require_at_least("star seed --synthetic", 1, members=members, jobs=jobs, months=months)
     rng = np.random.default_rng(seed)
     begin = pd.Timestamp(start)
     begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from star.errors import ConfigError
+from star.errors import ConfigError, require_at_least
 from star.graph.dgl_compat import import_dgl
 
 __all__ = ["GNNConfig", "HeteroGNN", "LinkDecoder", "NodeInput", "NodeSpec", "RelationGAT", "input_specs"]
@@ -68,6 +68,10 @@ class GNNConfig:
             raise ConfigError(f"attention={self.attention!r} is not implemented; use 'gat'")
         if self.decoder not in ("mlp", "dot"):
             raise ConfigError(f"decoder={self.decoder!r}; use 'mlp' or 'dot'")
+        require_at_least("GNNConfig", 1, hidden=self.hidden, out_dim=self.out_dim, cat_dim=self.cat_dim)
+        require_at_least("GNNConfig", 0, id_dim=self.id_dim, l2_reg=self.l2_reg, dropout=self.dropout)
+        if self.dropout >= 1:
+            raise ConfigError(f"GNNConfig: dropout={self.dropout} must be < 1; pass --dropout with a value in [0, 1)")
         if self.layers < 1 or self.heads < 1 or self.hidden % self.heads:
             raise ConfigError(f"layers={self.layers}, heads={self.heads}, hidden={self.hidden}: need layers >= 1 "
                               "and hidden divisible by heads, e.g. hidden=128, heads=4")

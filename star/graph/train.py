@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from star.errors import ConfigError
+from star.errors import ConfigError, require_at_least
 from star.graph import sampling
 from star.graph.align import AlignTarget, Aligner, cosine_report
 from star.graph.dgl_compat import import_dgl
@@ -79,8 +79,9 @@ class GraphTrainConfig:
             raise ConfigError(f"patience={self.patience}: must be >= 0 (0 = run every epoch)")
         if self.align_weight < 0:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
-        if self.epochs < 1 or self.batch_size < 1 or self.neg_k < 1:
-            raise ConfigError("epochs, batch_size and neg_k must be >= 1")
+        require_at_least("GraphTrainConfig", 1, epochs=self.epochs, batch_size=self.batch_size, neg_k=self.neg_k,
+                         eval_batch_size=self.eval_batch_size)
+        require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1, or None for full passes")
         if self.tasks is not None:

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from star.errors import ConfigError, TextModelError
+from star.errors import ConfigError, TextModelError, require_at_least
 
 POOLINGS = ("auto", "mean", "cls_layers", "last_token")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -127,6 +127,9 @@ class TrainConfig:
         if self.per_device_batch < 2 or self.grad_accum < 1 or self.max_steps < 1 or self.epochs < 1:
             raise ConfigError("TrainConfig: per_device_batch must be >= 2 (the triplet loss mines in-batch), "
                               "grad_accum, max_steps and epochs >= 1")
+        require_at_least("TrainConfig", 0, strict=True, lr=self.lr, head_lr=self.head_lr, tau=self.tau)
+        require_at_least("TrainConfig", 0, lambda_c=self.lambda_c, weight_decay=self.weight_decay,
+                         warmup_constant=self.warmup_constant, warmup_max_fraction=self.warmup_max_fraction)
         if not 0.0 < self.val_fraction < 1.0 or self.neg_per_pos <= 0:
             raise ConfigError(f"TrainConfig: val_fraction must be in (0, 1) and neg_per_pos > 0; got "
                               f"{self.val_fraction}, {self.neg_per_pos}")
