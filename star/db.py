@@ -175,6 +175,8 @@ def up(settings: Settings) -> DbTarget:
     target = server_target(settings, start=True)
     if settings.embedded:
         ensure_database(target)
+    with connect(target):  # unreachable: a DatabaseError naming the server and the fix, before alembic's traceback
+        pass
     migrate(target)
     return target
 

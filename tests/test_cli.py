@@ -33,6 +33,8 @@ CASES = {
     "negative graph learning rate": (["graph", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative text learning rate": (["text", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative triplet weight": (["text", "train", "--lambda-c", "-5"], "lambda_c=-5.0 must be >= 0"),
+    "map onto itself": (["compat", "fit", "member_text_embedding", "--from", "2", "--to", "2"],
+                        "--from 2 and --to 2 are the same vintage"),
 }
 
 
@@ -48,3 +50,11 @@ def test_bad_options_get_one_line_and_exit_2(target, tmp_path, case):
     assert "star: error: " in done.stderr and message in done.stderr
     assert "Traceback" not in done.stderr
     assert snapshot(target) == before
+
+
+def test_an_unreachable_server_is_one_line_naming_it():
+    star = str(Path(sys.executable).with_name("star"))
+    done = subprocess.run([star, "db", "up"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STAR_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/star"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "star: error: cannot connect to database 'star' on 127.0.0.1:1" in done.stderr

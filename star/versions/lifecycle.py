@@ -121,6 +121,9 @@ def shared_vectors(conn: psycopg.Connection, family: str, from_version: int, to_
 
 def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version: int, **fit_kw) -> compat.CompatMap:
     """Fit and store the map from_version -> to_version on the entities current in both (their own rows)."""
+    if from_version == to_version:
+        raise VersionError(f"{family}: --from {from_version} and --to {to_version} are the same vintage (its map is "
+                           "the identity); fit a map from a newer vintage to an older one, e.g. --from 2 --to 1")
     src, dst = version_row(conn, family, from_version), version_row(conn, family, to_version)
     for v in (src, dst):
         if v["status"] not in ("candidate", "published", "deprecated"):
