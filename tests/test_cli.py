@@ -33,6 +33,8 @@ CASES = {
     "negative graph learning rate": (["graph", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative text learning rate": (["text", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative triplet weight": (["text", "train", "--lambda-c", "-5"], "lambda_c=-5.0 must be >= 0"),
+    "positive task as negative": (["trainset", "--out", "x.parquet", "--negatives", "dismiss,apply"],
+                                  "includes the task 'apply': a relation cannot be both label 1 and label 0"),
     "map onto itself": (["compat", "fit", "member_text_embedding", "--from", "2", "--to", "2"],
                         "--from 2 and --to 2 are the same vintage"),
 }

@@ -18,7 +18,7 @@ import pandas as pd
 
 from star.config import DbTarget
 from star.db import connect
-from star.errors import TrainsetError
+from star.errors import TrainsetError, require_at_least
 from star.store.catalog import latest_views
 
 NEGATIVE_RELATIONS = ("dismiss", "reject", "not_interested", "hide", "skip")
@@ -36,6 +36,14 @@ class TrainsetConfig:
     features: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Feast feature refs to join, e.g. ('member_text_embedding_v1:embedding', "
                 "'member_categorical_v1:seniority'); None = every feature of the newest views"})
+
+    def __post_init__(self):
+        if self.negatives is not None and self.task in self.negatives:
+            raise TrainsetError(f"--negatives {','.join(self.negatives)} includes the task {self.task!r}: a relation "
+                                "cannot be both label 1 and label 0; leave it out of --negatives")
+        require_at_least("TrainsetConfig", 1, neg_ratio=self.neg_ratio)
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise TrainsetError(f"--start {self.start} is not before --end {self.end}; swap them")
 
 
 def _labels(conn, cfg: TrainsetConfig) -> tuple[pd.DataFrame, str]:
