@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
 
 from star import db
@@ -55,7 +59,7 @@ def test_member_without_valid_from_is_valid_since_the_beginning(target, tmp_path
 
 def _bad(tmp_path, kind, mutate):
     data = tiny_market.frames()
-    data[kind] = mutate(data[kind].copy())
+    data[kind] = mutate(data[kind].copy() if kind in data else getattr(tiny_market, kind)())
     return tiny_market.write(tmp_path / "bad", data)
 
 
@@ -79,23 +83,131 @@ CASES = {
                                 ["column 'Home Town'", "not usable as a feature name"]),
     "bad entity kind": ("texts", lambda df: df.assign(entity=["member", "member", "member", "job", "company"]),
                         "texts.csv", ["row 5", "'company' is not one of member, job"]),
+    "missing id": ("members", lambda df: df.assign(member_id=["1", "", "2"]), "members.csv",
+                   ["row 2 (line 3)", "column 'member_id'", "member id is missing", "give every row a member_id"]),
+    "id beyond int64": ("members", lambda df: df.assign(member_id=["1", "99999999999999999999", "2"]), "members.csv",
+                        ["row 2 (line 3)", "'99999999999999999999' does not fit a 64-bit member id", "bigint"]),
+    "id beyond int64 by one": ("texts", lambda df: df.assign(entity_id=["1", "1", "9223372036854775808", "10", "11"]),
+                               "texts.csv", ["row 3 (line 4)", "'9223372036854775808' does not fit a 64-bit"]),
+    "id in scientific notation": ("members", lambda df: df.assign(member_id=["1", "1e0", "2"]), "members.csv",
+                                  ["row 2 (line 3)", "'1e0' is not an integer member id", "in digits"]),
+    "fractional job id in an edge": ("edges", lambda df: df.assign(dst_id=df["dst_id"].where(df.index != 6, "11.7")),
+                                     "edges.csv", ["row 7 (line 8)", "column 'dst_id'", "'11.7' is not an integer"]),
+    "one edge with job 010 and 10": ("edges", lambda df: pd.concat([df, df.iloc[[4]].assign(dst_id="010")]),
+                                     "edges.csv", ["row 5 (line 6)", "duplicate edge", "dst_id=10,", "row 8"]),
+    "NUL in a categorical": ("members", lambda df: df.assign(seniority=["junior", "sen\x00ior", "mid"]),
+                             "members.csv", ["row 2 (line 3)", "column 'seniority'", "NUL byte", "remove the NUL"]),
+    "NUL in a text": ("texts", lambda df: df.assign(text=df["text"].where(df.index != 2, "Nur\x00se")), "texts.csv",
+                      ["row 3 (line 4)", "column 'text'", "NUL byte"]),
+    "NUL in a node id": ("edges", lambda df: df.assign(dst_id=df["dst_id"].where(df.index != 1, "pyth\x00on")),
+                         "edges.csv", ["row 2 (line 3)", "column 'dst_id'", "NUL byte"]),
+    "NUL in a label": ("nodes", lambda df: df.assign(label=["SQL", "Py\x00thon"]), "nodes.csv",
+                       ["row 2 (line 3)", "column 'label'", "NUL byte"]),
+    "NUL in a relation": ("edges", lambda df: df.assign(relation=df["relation"].where(df.index != 0, "has\x00skill")),
+                          "edges.csv", ["row 1 (line 2)", "column 'relation'", "NUL byte"]),
+    "feature name too long": ("members", lambda df: df.rename(columns={"location": "l" * 39}), "members.csv",
+                              [f"column '{'l' * 39}'", "is 39 characters long", "at most 38", "63 bytes"]),
+    "truth names an unknown member": ("truth", lambda df: df.assign(member_id=[1, 99]), "truth.csv",
+                                      ["row 2 (line 3)", "column 'member_id'", "member 99 is unknown"]),
+    "truth names an unknown job": ("truth", lambda df: df.assign(job_id=[77, 11]), "truth.csv",
+                                   ["row 1 (line 2)", "column 'job_id'", "job 77 is unknown"]),
+    "utility not a number": ("truth", lambda df: df.assign(utility=["0.8", "high"]), "truth.csv",
+                             ["row 2 (line 3)", "column 'utility'", "'high' is not a number"]),
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_names_file_row_column_and_writes_nothing(target, tmp_path, case):
+def _edit_csv(tmp_path, file, edit) -> Path:
+    """The tiny market as CSV with one file's bytes edited (what pandas would not write: a short row, latin-1)."""
+    directory = tiny_market.write(tmp_path / "bad")
+    path = directory / file
+    path.write_bytes(edit(path.read_bytes()))
+    return directory
+
+
+def _line(number, edit):
+    """Edit one line of a file's bytes (1 = the header)."""
+    def apply(data: bytes) -> bytes:
+        lines = data.split(b"\n")
+        lines[number - 1] = edit(lines[number - 1])
+        return b"\n".join(lines)
+    return apply
+
+
+RAW_CASES = {  # members.csv: member_id,valid_from,seniority,location
+    "short row": ("members.csv", _line(3, lambda b: b.rsplit(b",", 1)[0]),
+                  ["row 2 (line 3)", "has 3 fields, the header has 4", "add the missing fields"]),
+    "long row": ("members.csv", _line(3, lambda b: b + b",extra"),
+                 ["row 2 (line 3)", "has 5 fields, the header has 4", "quote a value"]),
+    "long first row": ("members.csv", _line(2, lambda b: b"7," + b),  # pandas took the first column as the index
+                       ["row 1 (line 2)", "has 5 fields, the header has 4"]),
+    "repeated column": ("members.csv", _line(1, lambda b: b.replace(b"location", b"seniority")),
+                        ["column 'seniority'", "appears twice in the header (fields 3 and 4)", "rename or remove"]),
+    "not UTF-8": ("texts.csv", lambda data: data.replace(b"Nurse", "Nursé".encode("latin-1")),
+                  ["is not UTF-8 text (byte 0xe9 on line 4)", "save the file as UTF-8"]),
+    "NUL cut by the CSV reader": ("jobs.csv", lambda data: data.replace(b"junior", b"jun\x00ior"),
+                                  ["row 2 (line 3)", "column 'seniority'", "NUL byte"]),
+}
+
+
+def _refused_and_nothing_written(target, tmp_path, make_bad, file, fragments) -> None:
     good = tiny_market.write(tmp_path / "good")
     load(target, read_dir(good))  # the database already holds data: it must stay exactly as it was
     before = snapshot(target)
-    kind, mutate, file, fragments = CASES[case]
     with pytest.raises(IngestError) as err:
-        load(target, read_dir(_bad(tmp_path, kind, mutate)))
+        load(target, read_dir(make_bad()))
     message = str(err.value)
     assert message.startswith(file), message
     for fragment in fragments:
         assert fragment in message, message
     assert "Fix:" in message
     assert snapshot(target) == before
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_names_file_row_column_and_writes_nothing(target, tmp_path, case):
+    kind, mutate, file, fragments = CASES[case]
+    _refused_and_nothing_written(target, tmp_path, lambda: _bad(tmp_path, kind, mutate), file, fragments)
+
+
+@pytest.mark.parametrize("case", sorted(RAW_CASES))
+def test_malformed_csv_names_the_line_and_writes_nothing(target, tmp_path, case):
+    file, edit, fragments = RAW_CASES[case]
+    _refused_and_nothing_written(target, tmp_path, lambda: _edit_csv(tmp_path, file, edit), file, fragments)
+
+
+def test_ids_are_parsed_exactly(tmp_path):
+    """No float round trip: 2**53 + 1 stays itself next to a '2.0' (which pandas would make a float column)."""
+    data = tiny_market.frames()
+    data["members"] = data["members"].assign(member_id=["1", "9007199254740993", "2.0"])
+    data["edges"] = data["edges"].assign(dst_id=data["edges"]["dst_id"].where(data["edges"].index != 6, "011"))
+    market = validate(read_dir(tiny_market.write(tmp_path / "m", data)))
+    assert market.members["member_id"].tolist() == [1, 9007199254740993, 2]
+    assert market.interactions["job_id"].tolist() == [10, 10, 11]
+    assert sorted(market.attribute_edges["node_id"]) == ["analyst", "python", "sql", "sql"]
+
+
+def test_parquet_values_are_checked_like_csv(tmp_path):
+    """Parquet keeps what the CSV reader cuts (a NUL byte) and stores ids as numbers: the same rules apply."""
+    data = tiny_market.frames()
+    data["nodes"] = tiny_market.nodes().assign(label=["SQL", "Py\x00thon"])
+    with pytest.raises(IngestError, match=r"^nodes\.parquet, row 2, column 'label': .*NUL byte"):
+        validate(read_dir(tiny_market.write(tmp_path / "nul", data, fmt="parquet")))
+    data = tiny_market.frames()
+    data["members"] = data["members"].assign(member_id=[1.0, 2.5, 2.0])
+    with pytest.raises(IngestError, match=r"^members\.parquet, row 2, column 'member_id': 2\.5 is not an exact"):
+        validate(read_dir(tiny_market.write(tmp_path / "float", data, fmt="parquet")))
+    data["members"] = data["members"].assign(member_id=np.array([1, 2 ** 64 - 1, 2], dtype=np.uint64))
+    with pytest.raises(IngestError, match=r"row 2, column 'member_id': 18446744073709551615 does not fit"):
+        validate(read_dir(tiny_market.write(tmp_path / "uint", data, fmt="parquet")))
+    data["members"] = data["members"].assign(member_id=[1.0, 1.0, 2.0])
+    assert validate(read_dir(tiny_market.write(tmp_path / "ok", data, fmt="parquet"))).members["member_id"].tolist() \
+        == [1, 1, 2]
+
+
+def test_feature_name_limit_fits_postgres_identifiers():
+    from star.data.format import MAX_FEATURE_NAME
+
+    assert len(f"member_categorical_v999__{'x' * MAX_FEATURE_NAME}".encode()) == 63
 
 
 def test_failure_after_writing_rolls_everything_back(target, tmp_path, monkeypatch):

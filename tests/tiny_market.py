@@ -48,3 +48,15 @@ def write(directory: Path, data: dict[str, pd.DataFrame] | None = None, fmt: str
         else:
             df.to_parquet(directory / f"{kind}.parquet", index=False)
     return directory
+
+
+def nodes() -> pd.DataFrame:
+    """Labels for some of the attribute nodes the edges name (not part of frames(): add it where a test needs it)."""
+    return pd.DataFrame({"node_type": ["skill", "skill"], "node_id": ["sql", "python"], "label": ["SQL", "Python"]})
+
+
+def truth() -> pd.DataFrame:
+    """The hidden utility of two exposures (not part of frames(): add it where a test needs it)."""
+    return pd.DataFrame({"member_id": [1, 2], "job_id": [10, 11],
+                         "event_timestamp": ["2025-02-15T00:00:00Z", "2025-02-20T00:00:00Z"],
+                         "utility": ["0.8", "0.3"], "outcome": ["apply", "apply"]})

@@ -9,7 +9,12 @@ Rows are numbered from 1 for the first data row (in a CSV file that is line 2).
 
 from __future__ import annotations
 
+import codecs
+import csv
+import gzip
+import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +31,11 @@ RESERVED = {"member_id", "job_id", "valid_from", "event_timestamp", "created", "
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # "valid since the beginning"
 KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
+INT64 = (-2 ** 63, 2 ** 63 - 1)  # ids are PostgreSQL bigint
+WHOLE = re.compile(r"^[+-]?[0-9]+(?:\.0*)?$")  # 8001 or 8001.0, not 1e4 or 8001.7
+# A categorical column's training-set column `member_categorical_v<k>__<name>` must fit PostgreSQL's 63-byte
+# identifiers up to version 999 (longer names are cut, and Feast and the training set then miss the column).
+MAX_FEATURE_NAME = 63 - len("member_categorical_v999__")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,16 +66,82 @@ class _Frame:
 
 
 def _read_one(path: Path) -> pd.DataFrame:
+    if path.name.endswith(".parquet"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:
+            raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
+                              fix="write it as CSV with a header row or as Parquet") from exc
+        if df.columns.duplicated().any():
+            col = str(df.columns[df.columns.duplicated()][0])
+            raise IngestError(file=path.name, column=col, problem="appears twice in the file's columns",
+                              fix="rename or remove one of the two columns")
+        return df
+    text = _decode(path)
+    _check_csv_shape(path.name, text)
     try:
-        if path.name.endswith(".parquet"):
-            return pd.read_parquet(path)
         if path.name.startswith("texts"):  # an empty text cell is an empty text, as "" is in Parquet
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
             return df.replace({c: {"": None} for c in df.columns if c != "text"})
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
                           fix="write it as CSV with a header row or as Parquet") from exc
+
+
+def _decode(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+        if path.name.endswith(".gz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
+                          fix="write it as CSV with a header row (gzip-compressed as .csv.gz) or as Parquet") from exc
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise IngestError(file=path.name, problem=f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
+                          fix="save the file as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
+                              "iconv -f latin1 -t utf-8)") from exc
+
+
+def _check_csv_shape(name: str, text: str) -> None:
+    """Refuse what pandas would let pass: a repeated column name (renamed 'x.1'), a row with fewer fields than the
+    header (padded with empty values), one with more (an error, or in the first row silently the index) and a NUL
+    byte (pandas cuts the value there)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2 ** 31 - 1))  # long texts are fine
+    nul = "\x00" in text
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        return  # an empty file: pandas says so
+    seen: dict[str, int] = {}
+    for pos, col in enumerate(header, start=1):
+        if col and col in seen:
+            raise IngestError(file=name, column=col, problem=f"appears twice in the header (fields {seen[col]} "
+                              f"and {pos})", fix="rename or remove one of the two columns")
+        seen.setdefault(col, pos)
+    row, end = 0, reader.line_num
+    for record in reader:
+        start, end = end + 1, reader.line_num
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue  # a blank line, skipped as pandas does
+        row += 1
+        if len(record) < len(header):
+            raise IngestError(file=name, row=row, line=start, problem=f"has {len(record)} fields, the header has "
+                              f"{len(header)}", fix="add the missing fields (an empty value is nothing between "
+                              "two commas)")
+        if len(record) > len(header):
+            raise IngestError(file=name, row=row, line=start, problem=f"has {len(record)} fields, the header has "
+                              f"{len(header)}", fix='remove the extra fields, or quote a value that holds a comma '
+                              '("a, b")')
+        if nul and any("\x00" in value for value in record):
+            col = next(c for c, value in zip(header, record) if "\x00" in value)
+            raise IngestError(file=name, row=row, line=start, column=col, problem="the value contains a NUL byte "
+                              "(\\x00)", fix="remove the NUL characters from the value")
 
 
 def read_dir(directory: str | Path) -> dict[str, _Frame]:
@@ -114,16 +190,47 @@ def _require(fr: _Frame, columns: tuple[str, ...]) -> None:
                         f"add a '{col}' column (see docs/data-format.md)")
 
 
-def _ints(fr: _Frame, column: str, what: str) -> pd.Series:
-    raw = fr.df[column]
+def _shown(value) -> str:
+    """A value as the user wrote it: text quoted, numbers plain (not np.float64(2.5))."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _ints(fr: _Frame, column: str, what: str, raw: pd.Series | None = None) -> pd.Series:
+    """Ids as int64, parsed exactly (no float round trip): digits, or a whole number of a float column (as Parquet
+    stores an integer column with gaps) below 2**53; nothing outside int64 (PostgreSQL bigint)."""
+    raw = fr.df[column] if raw is None else raw
+    missing = raw.isna().to_numpy()
+    if not pd.api.types.is_numeric_dtype(raw):
+        num = pd.to_numeric(raw, errors="coerce")
+        if num.dtype == np.int64:  # the common case: all digits within int64, parsed exactly
+            return num
+        missing |= (raw.astype(str).str.strip() == "").to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise _fail(fr, i, column, f"{what} is missing", f"give every row a {column}")
     if pd.api.types.is_integer_dtype(raw):
+        big = (raw > INT64[1]).to_numpy() if raw.dtype == np.uint64 else np.zeros(len(raw), bool)
+    elif pd.api.types.is_float_dtype(raw):
+        bad = ((raw % 1 != 0) | (raw.abs() >= 2 ** 53)).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _fail(fr, i, column, f"{_shown(raw.iloc[i])} is not an exact integer {what}",
+                        f"write {column} as a whole number (in Parquet as an integer column)")
         return raw.astype("int64")
-    num = pd.to_numeric(raw, errors="coerce")
-    bad = num.isna() | (num != np.floor(num))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise _fail(fr, i, column, f"{raw.iloc[i]!r} is not an integer {what}", f"write {column} as a whole number")
-    return num.astype("int64")
+    else:
+        text = raw.astype(str).str.strip()
+        bad = ~text.str.match(WHOLE).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _fail(fr, i, column, f"{_shown(raw.iloc[i])} is not an integer {what}",
+                        f"write {column} as a whole number in digits (e.g. 8001)")
+        digits = text.str.replace(r"\.0*$", "", regex=True)
+        big = ~digits.map(lambda d: len(d) < 19 or INT64[0] <= int(d) <= INT64[1]).to_numpy()
+    if big.any():
+        i = int(np.flatnonzero(big)[0])
+        raise _fail(fr, i, column, f"{_shown(raw.iloc[i])} does not fit a 64-bit {what}",
+                    f"write {column} between {INT64[0]} and {INT64[1]} (PostgreSQL bigint)")
+    return (raw if pd.api.types.is_integer_dtype(raw) else digits).astype("int64")
 
 
 def _timestamps(fr: _Frame, column: str, *, required: bool) -> pd.Series:
@@ -156,6 +263,15 @@ def _timestamps(fr: _Frame, column: str, *, required: bool) -> pd.Series:
     return ts.astype("datetime64[ns, UTC]")
 
 
+def _no_nul(fr: _Frame, column: str, values: pd.Series) -> None:
+    """PostgreSQL text cannot hold NUL: COPY would cut the value there."""
+    nul = (values.notna() & values.astype(str).str.contains("\x00", regex=False)).to_numpy()
+    if nul.any():
+        i = int(np.flatnonzero(nul)[0])
+        raise _fail(fr, i, column, f"{str(values.iloc[i])[:60]!r} contains a NUL byte (\\x00)",
+                    "remove the NUL characters from the value")
+
+
 def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
              identifier: bool = False) -> pd.Series:
     raw = fr.df[column]
@@ -165,6 +281,7 @@ def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise _fail(fr, i, column, "value is missing", f"give every row a {column}")
+    _no_nul(fr, column, values)
     if allowed is not None:
         wrong = ~values.isin(allowed)
         if wrong.any():
@@ -215,11 +332,16 @@ def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
             raise _fail(fr, None, str(col), "is not usable as a feature name",
                         "rename it to a lower-case identifier (letters, digits, _) that is not one of "
                         + ", ".join(sorted(RESERVED)))
+        if len(col) > MAX_FEATURE_NAME:
+            raise _fail(fr, None, col, f"is {len(col)} characters long; a feature name has at most {MAX_FEATURE_NAME}",
+                        f"rename it to at most {MAX_FEATURE_NAME} characters (training sets name the column "
+                        f"{entity}_categorical_v<k>__<name>, and PostgreSQL cuts names at 63 bytes)")
     out = pd.DataFrame({id_col: _ints(fr, id_col, f"{entity} id"),
                         "valid_from": _timestamps(fr, "valid_from", required=False)})
     for col in fr.df.columns:
         if col not in (id_col, "valid_from"):
             out[col] = _categorical(fr.df[col])
+            _no_nul(fr, col, out[col])
     _no_duplicates(fr, out, [id_col, "valid_from"], f"{entity} history key")
     return out
 
@@ -243,6 +365,7 @@ def validate(frames: dict[str, _Frame], *, known_ids: dict[str, set[int]] | None
             i = int(np.flatnonzero(fr.df["text"].isna().to_numpy())[0])
             raise _fail(fr, i, "text", "text is missing", "write the text, or an empty string for an empty profile")
         texts["text"] = fr.df["text"].astype(str)
+        _no_nul(fr, "text", texts["text"])
         _check_refs(fr, texts["entity"], texts["entity_id"], ids, "entity_id")
         _no_duplicates(fr, texts, ["entity", "entity_id", "valid_from"], "text snapshot")
 
@@ -255,11 +378,24 @@ def validate(frames: dict[str, _Frame], *, known_ids: dict[str, set[int]] | None
         truth = pd.DataFrame({"member_id": _ints(fr, "member_id", "member id"),
                               "job_id": _ints(fr, "job_id", "job id"),
                               "event_timestamp": _timestamps(fr, "event_timestamp", required=True),
-                              "utility": pd.to_numeric(fr.df["utility"], errors="raise").astype(float),
-                              "outcome": fr.df["outcome"].astype(str)})
+                              "utility": _floats(fr, "utility"),
+                              "outcome": _strings(fr, "outcome")})
+        for entity in ENTITIES:
+            column = ID_COLUMN[entity]
+            _check_refs(fr, pd.Series(entity, index=truth.index), truth[column], ids, column)
         _no_duplicates(fr, truth, ["member_id", "job_id", "event_timestamp"], "exposure")
     return Marketplace(members=members, jobs=jobs, texts=texts, attribute_edges=attribute_edges,
                        interactions=interactions, nodes=nodes, truth=truth)
+
+
+def _floats(fr: _Frame, column: str) -> pd.Series:
+    num = pd.to_numeric(fr.df[column], errors="coerce").astype(float)
+    bad = ~np.isfinite(num.to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(fr, i, column, f"{fr.df[column].iloc[i]!r} is not a number",
+                    f"write {column} as a number, e.g. 0.5")
+    return num
 
 
 def _check_refs(fr: _Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[str, set[int]], column: str) -> None:
@@ -299,19 +435,16 @@ def _edges(fr: _Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, p
         raise _fail(fr, i, "event_timestamp", "an interaction edge has no event time",
                     "give every member -> job edge its event_timestamp")
     _check_refs(fr, src_type, src_id, ids, "src_id")
-    job_ids = pd.to_numeric(dst_id.where(interaction, "0"), errors="coerce")
-    bad = interaction & job_ids.isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _fail(fr, i, "dst_id", f"{dst_id.iloc[i]!r} is not an integer job id", "write dst_id as the job_id")
-    _check_refs(fr, dst_type.where(interaction, "none"), job_ids.fillna(0).astype("int64"), ids, "dst_id")
+    job_ids = _ints(fr, "dst_id", "job id", dst_id.where(interaction, "0"))
+    _check_refs(fr, dst_type.where(interaction, "none"), job_ids, ids, "dst_id")
+    dst_id = dst_id.where(~interaction, job_ids.astype(str))  # 08001 and 8001 are one job, so one edge
 
     edges = pd.DataFrame({"src_type": src_type, "src_id": src_id, "relation": relation, "dst_type": dst_type,
                           "dst_id": dst_id, "event_timestamp": ts})
     _no_duplicates(fr, edges, list(edges.columns), "edge")
     inter = edges[interaction]
     interactions = pd.DataFrame({"member_id": inter["src_id"].to_numpy(),
-                                 "job_id": job_ids[interaction].astype("int64").to_numpy(),
+                                 "job_id": job_ids[interaction].to_numpy(),
                                  "relation": inter["relation"].to_numpy(),
                                  "event_timestamp": inter["event_timestamp"].to_numpy()})
     attr = edges[~interaction]
@@ -333,6 +466,7 @@ def _nodes(fr: _Frame | None, attribute_edges: pd.DataFrame) -> pd.DataFrame:
                                "node_id": _strings(fr, "node_id")})
         label = fr.df["label"] if "label" in fr.df.columns else pd.Series(None, index=fr.df.index)
         listed["label"] = label.where(label.notna(), listed["node_id"]).astype(str)
+        _no_nul(fr, "label", listed["label"])
         _no_duplicates(fr, listed, ["node_type", "node_id"], "node")
     used = attribute_edges[["node_type", "node_id"]].drop_duplicates()
     extra = used.merge(listed[["node_type", "node_id"]], how="left", indicator=True)
