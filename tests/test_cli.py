@@ -35,6 +35,7 @@ CASES = {
     "negative triplet weight": (["text", "train", "--lambda-c", "-5"], "lambda_c=-5.0 must be >= 0"),
     "positive task as negative": (["trainset", "--out", "x.parquet", "--negatives", "dismiss,apply"],
                                   "includes the task 'apply': a relation cannot be both label 1 and label 0"),
+    "unknown family": (["versions", "list", "nosuchfamily"], "no embedding family 'nosuchfamily'; the registry has"),
     "map onto itself": (["compat", "fit", "member_text_embedding", "--from", "2", "--to", "2"],
                         "--from 2 and --to 2 are the same vintage"),
 }

@@ -53,9 +53,13 @@ COLUMNS = ("family", "version", "entity", "dim", "status", "served_from", "featu
 
 
 def list_versions(conn: psycopg.Connection, family: str | None = None) -> list[dict]:
-    """Every embedding vintage (or one family's), oldest first."""
-    return [dict(zip(COLUMNS, r)) for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS),
+    """Every embedding vintage (or one family's, which must exist), oldest first."""
+    rows = [dict(zip(COLUMNS, r)) for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS),
                                                                    "family": family})]
+    if family is not None and not rows:
+        known = sorted({r[0] for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS), "family": None})})
+        raise VersionError(f"no embedding family {family!r}; the registry has {', '.join(known) or 'none yet'}")
+    return rows
 
 
 def version_row(conn: psycopg.Connection, family: str, version: int) -> dict:
@@ -64,9 +68,7 @@ def version_row(conn: psycopg.Connection, family: str, version: int) -> dict:
     found = [r for r in rows if r["version"] == version]
     if not found:
         known = [f"v{r['version']} ({r['status']})" for r in rows]
-        families = sorted({r["family"] for r in list_versions(conn)})
-        raise VersionError(f"{family} has no vintage {version}; available: {', '.join(known) or 'none'}"
-                           + ("" if known else f" (embedding families: {', '.join(families) or 'none'})"))
+        raise VersionError(f"{family} has no vintage {version}; available: {', '.join(known)}")
     return found[0]
 
 
@@ -213,8 +215,9 @@ def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: i
                                "consumers nothing to be served from; publish a newer vintage first")
         source = newer[-1]["version"]
     elif source not in [r["version"] for r in newer]:
-        raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; published: "
-                           f"{[r['version'] for r in newer]}")
+        raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; "
+                           + (f"pass one of {[r['version'] for r in newer]} as --source" if newer else
+                              "no other vintage is published: publish a newer one first"))
     m = serving_map(conn, family, source, version, v["entity"])
     _serve(conn, m, m.metrics.get("chained", [[source, version]]))
     return version_row(conn, family, version)
