@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from star.data.synthetic import SyntheticMarketplace, generate, write_dir
+from star.errors import ConfigError
 from star.data.taxonomy import load_taxonomy
 
 START, MONTHS = "2025-01-01", 6
@@ -237,7 +238,7 @@ def test_write_dir_round_trips(market, tmp_path, fmt):
 
 
 def test_rejects_empty_marketplace():
-    with pytest.raises(ValueError, match="members, jobs and months"):
+    with pytest.raises(ConfigError, match="members=0 must be >= 1"):
         generate(members=0, jobs=10)
 
 

@@ -267,3 +267,20 @@ def test_a_run_killed_after_publishing_is_applied_and_materialized_by_the_next(t
     again = pipeline.text_embed(target, model_dir=tiny_dir, base=True, cfg=EmbedConfig(entities=("member",)),
                                 progress=False)
     assert again["materialized"] == []  # done: nothing pending any more
+
+
+def test_a_second_job_on_the_same_family_fails_fast_and_writes_nothing(target, tiny_encoder):
+    from star.store.embeddings import lock_family
+
+    seed_synthetic(target, members=40, jobs=15, seed=6, progress=False)
+    with db.connect(target) as other:  # a running `star text embed` holds the member family
+        lock_family(other, "member_text_embedding")
+        with pytest.raises(EmbeddingVersionError, match="another job is writing member_text_embedding right now"):
+            embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",)), progress=False)
+        done = embed_texts(target, tiny_encoder, EmbedConfig(entities=("job",)), progress=False)  # others go on
+        assert done[0]["embedded"] > 0
+        with db.connect(target) as conn:
+            assert conn.execute("SELECT count(*) FROM star.embedding_versions WHERE family = "
+                                "'member_text_embedding'").fetchone()[0] == 0
+    again = embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",)), progress=False)  # released
+    assert again[0]["embedded"] == _snapshot_count(target, "member")

@@ -119,6 +119,8 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
     for entity in cfg.entities:
         family, emb = FAMILIES[entity], z[entity].numpy().astype(np.float32)
         with connect(target) as conn:
+            store.lock_family(conn, family)
+            conn.commit()
             with conn.transaction():
                 v, created = store.find_or_create(conn, family=family, entity=entity, dim=emb.shape[1],
                                                   kind="graph_embedding", fingerprint=fingerprint,

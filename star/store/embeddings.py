@@ -126,6 +126,16 @@ def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: i
     return v, True
 
 
+def lock_family(conn: psycopg.Connection, family: str) -> None:
+    """Hold the family's writer lock for the rest of this session (released when the connection closes, or the
+    process dies): a second embedding job on the same family fails fast instead of racing for its staging table."""
+    (got,) = conn.execute("SELECT pg_try_advisory_lock(hashtext('star.embedding_writer'), hashtext(%s))",
+                          (family,)).fetchone()
+    if not got:
+        raise EmbeddingVersionError(f"another job is writing {family} right now; wait for it to finish, then run "
+                                    "again (it continues where that one stopped)")
+
+
 def ensure_staging(conn: psycopg.Connection, v: EmbeddingVersion) -> None:
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (LIKE {t} INCLUDING DEFAULTS)").format(
         s=v.staging, t=v.table))

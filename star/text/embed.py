@@ -85,6 +85,8 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
     started = time.time()
     family, fingerprint = FAMILIES[entity], encoder.fingerprint()
     with connect(target) as conn:
+        store.lock_family(conn, family)
+        conn.commit()
         _check_requested(conn, cfg, family, fingerprint, encoder.dim)
         _empty_ids(conn, entity, cfg.skip_empty)
         with conn.transaction():
