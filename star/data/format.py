@@ -36,6 +36,8 @@ WHOLE = re.compile(r"^[+-]?[0-9]+(?:\.0*)?$")  # 8001 or 8001.0, not 1e4 or 8001
 # A categorical column's training-set column `member_categorical_v<k>__<name>` must fit PostgreSQL's 63-byte
 # identifiers up to version 999 (longer names are cut, and Feast and the training set then miss the column).
 MAX_FEATURE_NAME = 63 - len("member_categorical_v999__")
+# likewise a relation's id features `member_ids_v<k>__<relation>_latest` (and `_ids`)
+MAX_RELATION_NAME = 63 - len("member_ids_v999__") - len("_latest")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +275,7 @@ def _no_nul(fr: _Frame, column: str, values: pd.Series) -> None:
 
 
 def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
-             identifier: bool = False) -> pd.Series:
+             identifier: bool = False, max_length: int | None = None) -> pd.Series:
     raw = fr.df[column]
     missing = raw.isna()
     values = raw.astype(str).str.strip()
@@ -294,6 +296,12 @@ def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
             i = int(np.flatnonzero(wrong.to_numpy())[0])
             raise _fail(fr, i, column, f"{values.iloc[i]!r} is not a lower-case identifier",
                         "use letters, digits and _ only, starting with a letter (e.g. has_skill)")
+    if max_length is not None:
+        wrong = values.str.len() > max_length
+        if wrong.any():
+            i = int(np.flatnonzero(wrong.to_numpy())[0])
+            raise _fail(fr, i, column, f"{values.iloc[i]!r} is {len(values.iloc[i])} characters long; at most "
+                        f"{max_length} fit the feature names made from it", f"shorten it to {max_length} characters")
     return values
 
 
@@ -415,7 +423,7 @@ def _edges(fr: _Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, p
                 pd.DataFrame(columns=["member_id", "job_id", "relation", "event_timestamp"]))
     _require(fr, ("src_type", "src_id", "relation", "dst_type", "dst_id"))
     src_type = _strings(fr, "src_type", allowed=ENTITIES)
-    relation = _strings(fr, "relation", identifier=True)
+    relation = _strings(fr, "relation", identifier=True, max_length=MAX_RELATION_NAME)
     dst_type = _strings(fr, "dst_type", identifier=True)
     dst_id = _strings(fr, "dst_id")
     src_id = _ints(fr, "src_id", "member/job id")
