@@ -20,7 +20,7 @@ SYNTHETIC_KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
 
 def seed_synthetic(target: DbTarget, *, members: int, jobs: int, seed: int = 0, months: int = 6,
                    save: Path | None = None, progress: bool = True) -> dict:
-    from star.data.format import frame
+    from star.data.reading import frame
     from star.data.synthetic import generate, write_dir
     from star.store.marketplace import load
 
@@ -35,7 +35,7 @@ def seed_synthetic(target: DbTarget, *, members: int, jobs: int, seed: int = 0, 
 
 
 def seed_dir(target: DbTarget, directory: Path, *, progress: bool = True) -> dict:
-    from star.data.format import read_dir
+    from star.data.reading import read_dir
     from star.store.marketplace import load
 
     started = time.time()
@@ -175,7 +175,7 @@ def _to_materialize(target: DbTarget, results: list[dict]) -> list[str]:
     with db.connect(target) as conn:
         pending = embeddings.online_pending(conn, sorted({r["family"] for r in results}))
     wrote = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
-    return sorted(set(wrote) | set(pending))
+    return wrote + [v for v in pending if v not in wrote]
 
 
 def newest_graph_model(settings: Settings) -> Path | None:

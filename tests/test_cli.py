@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from star.data.format import read_dir
+from star.data.reading import read_dir
 from star.store.marketplace import load
 from tests import tiny_market
 from tests.test_ingest import snapshot

@@ -14,7 +14,7 @@ import pandas as pd
 
 from star import db
 from star.config import Settings
-from star.data.format import frame, read_dir
+from star.data.reading import frame, read_dir
 from star.pipeline import apply_features, materialize
 from star.store.catalog import published_views
 from star.store.feast_repo import open_store

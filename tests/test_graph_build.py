@@ -12,7 +12,7 @@ import torch
 
 from star import db
 from star.config import REPO_ROOT
-from star.data.format import frame
+from star.data.reading import frame
 from star.errors import ConfigError
 from star.graph.build import GraphBuildError, GraphConfig, build_graph
 from star.pipeline import seed_synthetic

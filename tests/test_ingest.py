@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from star import db
-from star.data.format import read_dir, validate
+from star.data.format import validate
+from star.data.reading import read_dir
 from star.errors import IngestError
 from star.store.marketplace import load
 from tests import tiny_market

@@ -205,11 +205,12 @@ def test_observable_features_relate_to_utility(market):
 def test_ingestion_accepts_the_marketplace(market, tmp_path):
     """The contract with star.data.format: in memory and through CSV files."""
     from star.data import format as data_format
+    from star.data.reading import frame, read_dir
 
-    checked = data_format.validate({k: data_format.frame(getattr(market, k), k) for k in SCHEMA})
+    checked = data_format.validate({k: frame(getattr(market, k), k) for k in SCHEMA})
     assert len(checked.interactions) == len(_interactions(market))
     write_dir(market, tmp_path, fmt="csv")
-    from_files = data_format.validate(data_format.read_dir(tmp_path))
+    from_files = data_format.validate(read_dir(tmp_path))
     pd.testing.assert_frame_equal(from_files.members, checked.members)
     assert len(from_files.attribute_edges) == len(checked.attribute_edges)
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from star import db
-from star.data.format import frame, read_dir
+from star.data.reading import frame, read_dir
 from star.errors import StarError
 from star.pipeline import apply_features, seed_synthetic
 from star.store.catalog import published_views

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from star.data.format import frame
+from star.data.reading import frame
 from star.errors import FeatureRepoError, TrainsetError
 from star.pipeline import apply_features
 from star.store.marketplace import load

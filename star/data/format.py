@@ -1,4 +1,4 @@
-"""The marketplace input format (docs/data-format.md): reading a directory and validating it.
+"""The marketplace input format (docs/data-format.md): validating what star.data.reading read from a directory.
 
     DIR/members.*  DIR/jobs.*  DIR/texts.*  DIR/edges.*  [DIR/nodes.*]  [DIR/truth.*]     (.csv, .csv.gz, .parquet)
         -> read_dir() -> validate() -> Marketplace (clean, typed frames) -> star.store.marketplace.write()
@@ -9,18 +9,13 @@ Rows are numbered from 1 for the first data row (in a CSV file that is line 2).
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
-import io
 import re
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from star.data.reading import Frame
 from star.errors import IngestError
 
 ENTITIES = ("member", "job")
@@ -29,8 +24,6 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 # Column names the feature views use themselves; a categorical column may not take them.
 RESERVED = {"member_id", "job_id", "valid_from", "event_timestamp", "created", "entity", "entity_id"}
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # "valid since the beginning"
-KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
-SUFFIXES = (".csv", ".csv.gz", ".parquet")
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # ids are PostgreSQL bigint
 WHOLE = re.compile(r"^[+-]?[0-9]+(?:\.0*)?$")  # 8001 or 8001.0, not 1e4 or 8001.7
 # A categorical column's training-set column `member_categorical_v<k>__<name>` must fit PostgreSQL's 63-byte
@@ -54,130 +47,7 @@ class Marketplace:
     truth: pd.DataFrame | None = None
 
 
-@dataclass(frozen=True)
-class _Frame:
-    """One input kind read from its file(s), with where each row came from."""
-
-    df: pd.DataFrame
-    files: list[str]
-    source: np.ndarray  # index into files per row
-    rows: np.ndarray  # 1-based data row within its file
-
-    def where(self, i: int) -> tuple[str, int]:
-        return self.files[self.source[i]], int(self.rows[i])
-
-
-def _read_one(path: Path) -> pd.DataFrame:
-    if path.name.endswith(".parquet"):
-        try:
-            df = pd.read_parquet(path)
-        except Exception as exc:
-            raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
-                              fix="write it as CSV with a header row or as Parquet") from exc
-        if df.columns.duplicated().any():
-            col = str(df.columns[df.columns.duplicated()][0])
-            raise IngestError(file=path.name, column=col, problem="appears twice in the file's columns",
-                              fix="rename or remove one of the two columns")
-        return df
-    text = _decode(path)
-    _check_csv_shape(path.name, text)
-    try:
-        if path.name.startswith("texts"):  # an empty text cell is an empty text, as "" is in Parquet
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-            return df.replace({c: {"": None} for c in df.columns if c != "text"})
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-    except Exception as exc:
-        raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
-                          fix="write it as CSV with a header row or as Parquet") from exc
-
-
-def _decode(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-        if path.name.endswith(".gz"):
-            data = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
-                          fix="write it as CSV with a header row (gzip-compressed as .csv.gz) or as Parquet") from exc
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise IngestError(file=path.name, problem=f"is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})",
-                          fix="save the file as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet, or "
-                              "iconv -f latin1 -t utf-8)") from exc
-
-
-def _check_csv_shape(name: str, text: str) -> None:
-    """Refuse what pandas would let pass: a repeated column name (renamed 'x.1'), a row with fewer fields than the
-    header (padded with empty values), one with more (an error, or in the first row silently the index) and a NUL
-    byte (pandas cuts the value there)."""
-    csv.field_size_limit(max(csv.field_size_limit(), 2 ** 31 - 1))  # long texts are fine
-    nul = "\x00" in text
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return  # an empty file: pandas says so
-    seen: dict[str, int] = {}
-    for pos, col in enumerate(header, start=1):
-        if col and col in seen:
-            raise IngestError(file=name, column=col, problem=f"appears twice in the header (fields {seen[col]} "
-                              f"and {pos})", fix="rename or remove one of the two columns")
-        seen.setdefault(col, pos)
-    row, end = 0, reader.line_num
-    for record in reader:
-        start, end = end + 1, reader.line_num
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue  # a blank line, skipped as pandas does
-        row += 1
-        if len(record) < len(header):
-            raise IngestError(file=name, row=row, line=start, problem=f"has {len(record)} fields, the header has "
-                              f"{len(header)}", fix="add the missing fields (an empty value is nothing between "
-                              "two commas)")
-        if len(record) > len(header):
-            raise IngestError(file=name, row=row, line=start, problem=f"has {len(record)} fields, the header has "
-                              f"{len(header)}", fix='remove the extra fields, or quote a value that holds a comma '
-                              '("a, b")')
-        if nul and any("\x00" in value for value in record):
-            col = next(c for c, value in zip(header, record) if "\x00" in value)
-            raise IngestError(file=name, row=row, line=start, column=col, problem="the value contains a NUL byte "
-                              "(\\x00)", fix="remove the NUL characters from the value")
-
-
-def read_dir(directory: str | Path) -> dict[str, _Frame]:
-    """Read every input file of a directory, concatenating several files of one kind (members.csv, members-2.csv)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise IngestError(file=str(directory), problem="is not a directory",
-                          fix="pass the directory holding members.*, jobs.*, texts.*, edges.*")
-    found: dict[str, _Frame] = {}
-    for kind in KINDS:
-        pattern = re.compile(rf"^{kind}([._-][^/]*)?$")
-        paths = sorted(p for p in directory.iterdir()
-                       if p.is_file() and pattern.match(p.name) and p.name.endswith(SUFFIXES))
-        if not paths:
-            continue
-        frames = [_read_one(p) for p in paths]
-        df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-        source = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([])
-        rows = np.concatenate([np.arange(1, len(f) + 1) for f in frames])
-        found[kind] = _Frame(df, [p.name for p in paths], source.astype(int), rows)
-    for kind in ("members", "jobs"):
-        if kind not in found:
-            raise IngestError(file=f"{directory}/{kind}.*", problem="not found",
-                              fix=f"add {kind}.csv or {kind}.parquet (see docs/data-format.md)")
-    return found
-
-
-def frame(df: pd.DataFrame, name: str) -> _Frame:
-    """Wrap an in-memory frame (e.g. the synthetic marketplace) so it validates like a file."""
-    df = df.reset_index(drop=True)
-    return _Frame(df, [name], np.zeros(len(df), dtype=int), np.arange(1, len(df) + 1))
-
-
-def _fail(fr: _Frame, i: int | None, column: str | None, problem: str, fix: str) -> IngestError:
+def _fail(fr: Frame, i: int | None, column: str | None, problem: str, fix: str) -> IngestError:
     if i is None:
         return IngestError(file=", ".join(fr.files), column=column, problem=problem, fix=fix)
     file, row = fr.where(i)
@@ -185,7 +55,7 @@ def _fail(fr: _Frame, i: int | None, column: str | None, problem: str, fix: str)
     return IngestError(file=file, row=row, line=line, column=column, problem=problem, fix=fix)
 
 
-def _require(fr: _Frame, columns: tuple[str, ...]) -> None:
+def _require(fr: Frame, columns: tuple[str, ...]) -> None:
     for col in columns:
         if col not in fr.df.columns:
             raise _fail(fr, None, col, f"required column is missing (found: {', '.join(map(str, fr.df.columns))})",
@@ -197,7 +67,7 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _ints(fr: _Frame, column: str, what: str, raw: pd.Series | None = None) -> pd.Series:
+def _ints(fr: Frame, column: str, what: str, raw: pd.Series | None = None) -> pd.Series:
     """Ids as int64, parsed exactly (no float round trip): digits, or a whole number of a float column (as Parquet
     stores an integer column with gaps) below 2**53; nothing outside int64 (PostgreSQL bigint)."""
     raw = fr.df[column] if raw is None else raw
@@ -235,7 +105,7 @@ def _ints(fr: _Frame, column: str, what: str, raw: pd.Series | None = None) -> p
     return (raw if pd.api.types.is_integer_dtype(raw) else digits).astype("int64")
 
 
-def _timestamps(fr: _Frame, column: str, *, required: bool) -> pd.Series:
+def _timestamps(fr: Frame, column: str, *, required: bool) -> pd.Series:
     """Parse to UTC; naive times are taken as UTC. Missing values become EPOCH unless required."""
     if column not in fr.df.columns:
         if required:
@@ -265,7 +135,7 @@ def _timestamps(fr: _Frame, column: str, *, required: bool) -> pd.Series:
     return ts.astype("datetime64[ns, UTC]")
 
 
-def _no_nul(fr: _Frame, column: str, values: pd.Series) -> None:
+def _no_nul(fr: Frame, column: str, values: pd.Series) -> None:
     """PostgreSQL text cannot hold NUL: COPY would cut the value there."""
     nul = (values.notna() & values.astype(str).str.contains("\x00", regex=False)).to_numpy()
     if nul.any():
@@ -274,7 +144,7 @@ def _no_nul(fr: _Frame, column: str, values: pd.Series) -> None:
                     "remove the NUL characters from the value")
 
 
-def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
+def _strings(fr: Frame, column: str, *, allowed: tuple[str, ...] | None = None,
              identifier: bool = False, max_length: int | None = None) -> pd.Series:
     raw = fr.df[column]
     missing = raw.isna()
@@ -305,7 +175,7 @@ def _strings(fr: _Frame, column: str, *, allowed: tuple[str, ...] | None = None,
     return values
 
 
-def _no_duplicates(fr: _Frame, df: pd.DataFrame, key: list[str], what: str) -> None:
+def _no_duplicates(fr: Frame, df: pd.DataFrame, key: list[str], what: str) -> None:
     dup = df.duplicated(subset=key, keep=False)
     if dup.any():
         idx = np.flatnonzero(dup.to_numpy())
@@ -330,7 +200,7 @@ def _categorical(values: pd.Series) -> pd.Series:
     return text.where(~blank, None)
 
 
-def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
+def _entities(fr: Frame, entity: str) -> pd.DataFrame:
     id_col = ID_COLUMN[entity]
     _require(fr, (id_col,))
     for col in fr.df.columns:
@@ -354,7 +224,7 @@ def _entities(fr: _Frame, entity: str) -> pd.DataFrame:
     return out
 
 
-def validate(frames: dict[str, _Frame], *, known_ids: dict[str, set[int]] | None = None) -> Marketplace:
+def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None = None) -> Marketplace:
     """Check every rule of docs/data-format.md; `known_ids` are the member/job ids already in the database."""
     known_ids = known_ids or {"member": set(), "job": set()}
     members = _entities(frames["members"], "member")
@@ -396,7 +266,7 @@ def validate(frames: dict[str, _Frame], *, known_ids: dict[str, set[int]] | None
                        interactions=interactions, nodes=nodes, truth=truth)
 
 
-def _floats(fr: _Frame, column: str) -> pd.Series:
+def _floats(fr: Frame, column: str) -> pd.Series:
     num = pd.to_numeric(fr.df[column], errors="coerce").astype(float)
     bad = ~np.isfinite(num.to_numpy())
     if bad.any():
@@ -406,7 +276,7 @@ def _floats(fr: _Frame, column: str) -> pd.Series:
     return num
 
 
-def _check_refs(fr: _Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[str, set[int]], column: str) -> None:
+def _check_refs(fr: Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[str, set[int]], column: str) -> None:
     for kind in ENTITIES:
         mask = (entity == kind).to_numpy()
         unknown = mask & ~entity_id.isin(list(ids[kind])).to_numpy()
@@ -416,7 +286,7 @@ def _check_refs(fr: _Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[s
                         f"add {kind} {entity_id.iloc[i]} to {kind}s.* or remove this row")
 
 
-def _edges(fr: _Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _edges(fr: Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     attr_cols = ["entity", "entity_id", "relation", "node_type", "node_id", "event_timestamp"]
     if fr is None:
         return (pd.DataFrame(columns=attr_cols),
@@ -465,7 +335,7 @@ def _edges(fr: _Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, p
     return attribute_edges, interactions
 
 
-def _nodes(fr: _Frame | None, attribute_edges: pd.DataFrame) -> pd.DataFrame:
+def _nodes(fr: Frame | None, attribute_edges: pd.DataFrame) -> pd.DataFrame:
     """Listed nodes plus every node an edge names (labelled by its id when not listed)."""
     listed = pd.DataFrame(columns=["node_type", "node_id", "label"])
     if fr is not None:

@@ -152,7 +152,7 @@ def known_ids(conn: psycopg.Connection) -> dict[str, set[int]]:
 def load(target, frames: dict, *, progress: bool = False) -> dict:
     """Validate and write one marketplace in a single transaction, then register changed feature views.
 
-    `frames` is what `star.data.format.read_dir` returns (or `frame()`-wrapped in-memory frames). On any error
+    `frames` is what `star.data.reading.read_dir` returns (or `frame()`-wrapped in-memory frames). On any error
     nothing is written; loading the same data again changes nothing.
     """
     from star.data.format import validate
