@@ -205,11 +205,13 @@ class RelationGAT(nn.Module):
             if len(u):
                 src, iu = torch.unique(u.long(), return_inverse=True)
                 dst, iv = torch.unique(v.long(), return_inverse=True)
-                feat = self.fc[k](x_src[s][src]).view(-1, heads, d)
+                # index_select, not x[idx]: its gradient is an index_add, not a sorting index_put (2x on CPU)
+                feat = self.fc[k](x_src[s].index_select(0, src)).view(-1, heads, d)
                 el = (feat * self.attn_l[k]).sum(dim=-1)  # (sources, heads)
                 w_r = (self.fc[k].weight.view(heads, d, -1) * self.attn_r[k].view(heads, d, 1)).sum(dim=1)
-                er = x_dst[t][dst] @ w_r.T  # (destinations, heads) = a_r . W h_dst
-                score = F.leaky_relu(el[iu] + er[iv], self.negative_slope).unsqueeze(-1)
+                er = x_dst[t].index_select(0, dst) @ w_r.T  # (destinations, heads) = a_r . W h_dst
+                score = F.leaky_relu(el.index_select(0, iu) + er.index_select(0, iv),
+                                     self.negative_slope).unsqueeze(-1)
                 # the relation's edges between its own sources and all dst nodes: DGL's fused kernels on it
                 rel = dgl.create_block((iu, v.long()), num_src_nodes=len(src), num_dst_nodes=n_dst)
                 alpha = self.attn_drop(dgl.ops.edge_softmax(rel, score))
