@@ -4,6 +4,7 @@
 
     python bench/graph_sampling.py [--members 100000 --jobs 20000] [--epochs 8 --steps-per-epoch 60]
                                    [--patience 0] [--fanouts 10,10] [--start 3,3] [--batch-size 1024]
+                                   [--layers-only]   (the step timing and inference alone: ~5 min)
 
 An epoch here is --steps-per-epoch batches (0: a full pass over the training edges): on a graph this size a full
 pass takes ~40 min at fanout 10 on 2 cores, and a marketplace graph is larger than any batch's neighbourhood, which
@@ -170,6 +171,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=None, help="where the plot goes (default: see above)")
+    parser.add_argument("--layers-only", action="store_true", help="only the RelationGAT vs GATConv step timing "
+                                                                   "and inference (minutes, not the training runs)")
     args = parser.parse_args()
 
     settings = Settings.from_env()
@@ -185,6 +188,21 @@ def main() -> None:
     speed = [emit({"phase": "training step, RelationGAT vs DGL GATConv", **layer_speed(mg, f, args.batch_size)})
              for f in (args.fanouts, args.start)]
     model_cfg = GNNConfig()
+    if args.layers_only:
+        from star.graph.model import HeteroGNN, input_specs
+
+        model = HeteroGNN(model_cfg, input_specs(mg), mg.graph.canonical_etypes)
+        model.fit_text_basis(mg.features)
+        reset_peak()
+        t0 = time.perf_counter()
+        rows = sum(len(v) for v in embed_all(model, mg).values())
+        seconds = time.perf_counter() - t0
+        emit({"summary": "graph_sampling --layers-only", "members": args.members, "jobs": args.jobs,
+              "layer_speedup": {"x".join(map(str, r["fanouts"])): r["layer_speedup"] for r in speed},
+              "step_seconds": {"x".join(map(str, r["fanouts"])): r["step_seconds"] for r in speed},
+              "infer_rows_per_s": round(rows / seconds, 1), "inference_peak_rss_mb": peak_mb(), "seed": args.seed})
+        db.drop_database(target)
+        return
     common = dict(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, patience=args.patience,
                   steps_per_epoch=args.steps_per_epoch or None)
     fixed, model = run(mg, "fixed", model_cfg, GraphTrainConfig(sampler="uniform", fanouts=args.fanouts, **common))
