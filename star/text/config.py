@@ -90,8 +90,9 @@ class TextModelConfig:
         """A copy with model_dir, pooling and target_modules made explicit (reads the model's config.json)."""
         model_dir = str(Path(self.model_dir).expanduser().resolve()) if self.model_dir else default_model_dir()
         if not Path(model_dir).is_dir():
-            raise TextModelError(f"text model directory {model_dir} does not exist; pass --model-dir (TextModelConfig.model_dir) "
-                                 "to a local directory written by save_pretrained (nothing is downloaded)")
+            raise TextModelError(f"text model directory {model_dir} does not exist; pass --model-dir "
+                                 "(TextModelConfig.model_dir) a local directory written by save_pretrained (nothing "
+                                 "is downloaded)")
         decoder = is_decoder_dir(model_dir)
         pooling = self.pooling if self.pooling != "auto" else ("last_token" if decoder else "mean")
         targets = self.target_modules or (DECODER_TARGETS if decoder else BERT_TARGETS)
