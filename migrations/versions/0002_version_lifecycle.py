@@ -9,7 +9,7 @@ Create Date: 2026-11-22
     embedding_consumers             (family, version, consumer): who reads a vintage (rankers, services, ...)
     embedding_compat_rows           W of a stored map, one pgvector row per output dimension, so that
                                     star.compat_apply(family, from, to, e) = W e + b runs inside PostgreSQL
-                                    (measured in development: pgvector inner products ~0.46 ms per entity, 30x plain SQL)
+                                    (measured: pgvector inner products ~0.46 ms per entity, 30x plain SQL)
     star.compat_apply(...)          real[]: a vector of version `from` in the space of version `to`
     star.nearest(family, vintage, id, k)   similar entities in any servable vintage (docs/versions.md)
 """
