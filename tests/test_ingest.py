@@ -148,6 +148,9 @@ RAW_CASES = {  # members.csv: member_id,valid_from,seniority,location
                         ["column 'seniority'", "appears twice in the header (fields 3 and 4)", "rename or remove"]),
     "not UTF-8": ("texts.csv", lambda data: data.replace(b"Nurse", "Nursé".encode("latin-1")),
                   ["is not UTF-8 text (byte 0xe9 on line 4)", "save the file as UTF-8"]),
+    "line after a text spanning two lines": (
+        "texts.csv", lambda data: data.replace(b'"Junior data analyst, SQL"', b'"Junior data analyst,\nSQL"')
+        .replace(b"member,2,", b"member,99,"), ["row 3 (line 5)", "member 99 is unknown"]),
     "NUL cut by the CSV reader": ("jobs.csv", lambda data: data.replace(b"junior", b"jun\x00ior"),
                                   ["row 2 (line 3)", "column 'seniority'", "NUL byte"]),
 }

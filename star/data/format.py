@@ -50,8 +50,7 @@ class Marketplace:
 def _fail(fr: Frame, i: int | None, column: str | None, problem: str, fix: str) -> IngestError:
     if i is None:
         return IngestError(file=", ".join(fr.files), column=column, problem=problem, fix=fix)
-    file, row = fr.where(i)
-    line = row + 1 if not file.endswith(".parquet") else None  # the header is line 1
+    file, row, line = fr.where(i)
     return IngestError(file=file, row=row, line=line, column=column, problem=problem, fix=fix)
 
 

@@ -33,12 +33,16 @@ class Frame:
     files: list[str]
     source: np.ndarray  # index into files per row
     rows: np.ndarray  # 1-based data row within its file
+    lines: np.ndarray | None = None  # line of the file a CSV row starts on (0: not a CSV row); texts may span lines
 
-    def where(self, i: int) -> tuple[str, int]:
-        return self.files[self.source[i]], int(self.rows[i])
+    def where(self, i: int) -> tuple[str, int, int | None]:
+        """(file, data row, line or None) of row i."""
+        line = int(self.lines[i]) if self.lines is not None and self.lines[i] else None
+        return self.files[self.source[i]], int(self.rows[i]), line
 
 
-def _read_one(path: Path) -> pd.DataFrame:
+def _read_one(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The file's rows, and the line each starts on (zeros for Parquet)."""
     if path.name.endswith(".parquet"):
         try:
             df = pd.read_parquet(path)
@@ -49,17 +53,19 @@ def _read_one(path: Path) -> pd.DataFrame:
             col = str(df.columns[df.columns.duplicated()][0])
             raise IngestError(file=path.name, column=col, problem="appears twice in the file's columns",
                               fix="rename or remove one of the two columns")
-        return df
+        return df, np.zeros(len(df), dtype=np.int64)
     text = _decode(path)
-    _check_csv_shape(path.name, text)
+    lines = _check_csv_shape(path.name, text)
     try:
         if path.name.startswith("texts"):  # an empty text cell is an empty text, as "" is in Parquet
             df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-            return df.replace({c: {"": None} for c in df.columns if c != "text"})
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+            df = df.replace({c: {"": None} for c in df.columns if c != "text"})
+        else:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise IngestError(file=path.name, problem=f"cannot be read ({type(exc).__name__}: {exc})",
                           fix="write it as CSV with a header row or as Parquet") from exc
+    return df, (lines if len(lines) == len(df) else np.arange(2, len(df) + 2))  # (pandas skipped something)
 
 
 def _decode(path: Path) -> str:
@@ -81,28 +87,29 @@ def _decode(path: Path) -> str:
                               "iconv -f latin1 -t utf-8)") from exc
 
 
-def _check_csv_shape(name: str, text: str) -> None:
+def _check_csv_shape(name: str, text: str) -> np.ndarray:
     """Refuse what pandas would let pass: a repeated column name (renamed 'x.1'), a row with fewer fields than the
     header (padded with empty values), one with more (an error, or in the first row silently the index) and a NUL
-    byte (pandas cuts the value there)."""
+    byte (pandas cuts the value there). Returns the line each data row starts on."""
     csv.field_size_limit(max(csv.field_size_limit(), 2 ** 31 - 1))  # long texts are fine
     nul = "\x00" in text
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None:
-        return  # an empty file: pandas says so
+        return np.zeros(0, dtype=np.int64)  # an empty file: pandas says so
     seen: dict[str, int] = {}
     for pos, col in enumerate(header, start=1):
         if col and col in seen:
             raise IngestError(file=name, column=col, problem=f"appears twice in the header (fields {seen[col]} "
                               f"and {pos})", fix="rename or remove one of the two columns")
         seen.setdefault(col, pos)
-    row, end = 0, reader.line_num
+    row, end, starts = 0, reader.line_num, []
     for record in reader:
         start, end = end + 1, reader.line_num
         if not record or (len(record) == 1 and not record[0].strip()):
             continue  # a blank line, skipped as pandas does
         row += 1
+        starts.append(start)
         if len(record) < len(header):
             raise IngestError(file=name, row=row, line=start, problem=f"has {len(record)} fields, the header has "
                               f"{len(header)}", fix="add the missing fields (an empty value is nothing between "
@@ -115,6 +122,7 @@ def _check_csv_shape(name: str, text: str) -> None:
             col = next(c for c, value in zip(header, record) if "\x00" in value)
             raise IngestError(file=name, row=row, line=start, column=col, problem="the value contains a NUL byte "
                               "(\\x00)", fix="remove the NUL characters from the value")
+    return np.asarray(starts, dtype=np.int64)
 
 
 def read_dir(directory: str | Path) -> dict[str, Frame]:
@@ -130,11 +138,13 @@ def read_dir(directory: str | Path) -> dict[str, Frame]:
                        if p.is_file() and pattern.match(p.name) and p.name.endswith(SUFFIXES))
         if not paths:
             continue
-        frames = [_read_one(p) for p in paths]
+        read = [_read_one(p) for p in paths]
+        frames = [f for f, _ in read]
         df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         source = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([])
         rows = np.concatenate([np.arange(1, len(f) + 1) for f in frames])
-        found[kind] = Frame(df, [p.name for p in paths], source.astype(int), rows)
+        found[kind] = Frame(df, [p.name for p in paths], source.astype(int), rows,
+                            np.concatenate([lines for _, lines in read]))
     for kind in ("members", "jobs"):
         if kind not in found:
             raise IngestError(file=f"{directory}/{kind}.*", problem="not found",
