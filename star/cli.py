@@ -272,7 +272,8 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
 def demo(
     members: int = typer.Option(2000, help="synthetic members"),
     jobs: int = typer.Option(400, help="synthetic jobs"),
-    seed_: int = typer.Option(0, "--seed", help="synthetic seed"),
+    seed_: int = typer.Option(0, "--seed", help="synthetic seed (loads merge: use another STAR_HOME for a "
+                                                "separate market)"),
     out: Path = typer.Option(Path("out/trainset_apply.parquet"), help="where the training set goes"),
     text: bool = typer.Option(True, help="also fine-tune the text model (briefly) and embed the texts"),
     train_steps: int = typer.Option(30, help="text fine-tuning steps"),

@@ -49,6 +49,18 @@ def test_noisy_rotation_maps_back_and_beats_no_map():
     assert m.metrics["heldout"]["cos_p5"] <= m.metrics["heldout"]["cos_mean"]
 
 
+def test_a_mild_drift_on_few_rows_is_served_by_the_identity_not_an_overfitted_map():
+    rng = np.random.default_rng(2)
+    y = _unit(rng.normal(size=(80, 64)))
+    x = _unit(y + 0.02 * rng.normal(size=y.shape))  # 64 x 64 (+ bias) unknowns from 64 training rows
+    m = _fit(x, y)
+    assert m.metrics["method"] == "identity" and np.array_equal(m.matrix, np.eye(64)) and m.bias is None
+    assert m.metrics["heldout"]["cos_mean"] >= m.metrics["ridge_heldout"]["cos_mean"]
+    assert np.allclose(m.apply(x), x)
+    rotated = _fit(_unit(y @ np.linalg.qr(rng.normal(size=(64, 64)))[0].T), y)  # beyond no map: ridge
+    assert rotated.metrics["method"] == "ridge"
+
+
 def test_stored_matrix_uses_all_rows_and_heldout_measures_unseen_rows():
     x, y, _, _ = _linear(70, 48, 20, noise=1.0)  # few rows per dim: the fit overfits the rows it sees
     split, whole = _fit(x, y, holdout=0.2, seed=3), _fit(x, y, holdout=0)
