@@ -55,10 +55,28 @@ ORDER BY event_timestamp, member_id, job_id
 """
 
 
+def draw_negatives(pool: np.ndarray, dst: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
+    """(len(dst), k) jobs drawn from `pool` (as often as they occur there), none equal to its row's positive job
+    while the pool holds another one: a negative that is the positive itself scores a tie and pulls the AUC to 0.5
+    (on a market where few jobs get most interactions, a third of the draws)."""
+    if len(pool) == 0:
+        return np.zeros((len(dst), k), np.int64)
+    dst = np.asarray(dst).reshape(-1, 1)
+    neg = pool[gen.integers(0, len(pool), (len(dst), k))]
+    same = neg == dst
+    for job in np.unique(dst[same.any(axis=1)]):  # redraw those from the pool without that job
+        rest = pool[pool != job]
+        cells = same & (dst == job)
+        if len(rest):
+            neg[cells] = rest[gen.integers(0, len(rest), int(cells.sum()))]
+    return neg
+
+
 def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed: int = 0,
                  negatives: int = 5) -> dict:
     """Positives and fixed negatives per task from (cutoff, cutoff + days], as node indexes of `mg`: per task
-    (src, dst, neg) with neg of shape (len(src), negatives), jobs of the window drawn as often as they occur."""
+    (src, dst, neg) with neg of shape (len(src), negatives), jobs of the window drawn as often as they occur (never
+    the positive's own job: draw_negatives)."""
     if days <= 0:
         raise ConfigError(f"eval window days={days}: must be > 0, e.g. 14")
     if negatives < 1:
@@ -79,8 +97,7 @@ def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed:
     for t in tasks:
         sel = ok & (df["relation"] == t[1]).to_numpy()
         src, dst = m_pos[sel], j_pos[sel]
-        neg = (pool[gen.integers(0, len(pool), (len(src), negatives))] if len(pool)
-               else np.zeros((0, negatives), np.int64))
+        neg = draw_negatives(pool, dst, negatives, gen)
         out["tasks"][t] = (torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(neg))
     return out
 

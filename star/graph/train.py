@@ -191,15 +191,16 @@ def _val_negatives(val: dict, num_nodes: dict, mode: str, seed: int) -> dict[ETy
 
     'window': a job drawn from the destinations of all validation edges (any task), i.e. as often as it was
     interacted with in the validation window: popularity and recency are then equal on both sides and the AUC
-    measures matching. 'uniform': any job, which rewards knowing which jobs are new and open."""
-    gen = torch.Generator().manual_seed(seed)
-    pool = torch.cat([dst for _, dst in val.values()])
+    measures matching. 'uniform': any job, which rewards knowing which jobs are new and open. Never the edge's own
+    job."""
+    from star.graph.evaluate import draw_negatives
+
+    gen = np.random.default_rng(seed)
+    pool = torch.cat([dst for _, dst in val.values()]).numpy()
     out = {}
-    for t, (src, _) in val.items():
-        if mode == "window":
-            out[t] = pool[torch.randint(0, len(pool), (len(src),), generator=gen)]
-        else:
-            out[t] = torch.randint(0, num_nodes[t[2]], (len(src),), generator=gen)
+    for t, (_, dst) in val.items():
+        jobs = pool if mode == "window" else np.arange(num_nodes[t[2]])
+        out[t] = torch.from_numpy(draw_negatives(jobs, dst.numpy(), 1, gen)[:, 0])
     return out
 
 
