@@ -293,6 +293,11 @@ def _edges(fr: Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd
     _require(fr, ("src_type", "src_id", "relation", "dst_type", "dst_id"))
     src_type = _strings(fr, "src_type", allowed=ENTITIES)
     relation = _strings(fr, "relation", identifier=True, max_length=MAX_RELATION_NAME)
+    reverse = relation.str.startswith("rev_")
+    if reverse.any():
+        i = int(np.flatnonzero(reverse.to_numpy())[0])
+        raise _fail(fr, i, "relation", f"{relation.iloc[i]!r} starts with 'rev_', the prefix of the reverse edges the "
+                    "graph adds", f"rename it, e.g. to {'reverse_' + relation.iloc[i][4:]!r}")
     dst_type = _strings(fr, "dst_type", identifier=True)
     dst_id = _strings(fr, "dst_id")
     src_id = _ints(fr, "src_id", "member/job id")
