@@ -284,3 +284,18 @@ def test_a_second_job_on_the_same_family_fails_fast_and_writes_nothing(target, t
                                 "'member_text_embedding'").fetchone()[0] == 0
     again = embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",)), progress=False)  # released
     assert again[0]["embedded"] == _snapshot_count(target, "member")
+
+
+def test_a_kind_without_texts_is_skipped_and_none_at_all_is_an_error(target, tmp_path, tiny_encoder):
+    data = tiny_market.frames()
+    data["texts"] = data["texts"][data["texts"]["entity"] == "member"]  # profiles, no postings
+    load(target, read_dir(tiny_market.write(tmp_path / "m", data)))
+    out = embed_texts(target, tiny_encoder, EmbedConfig(), progress=False)
+    assert [(r["family"], r["version"], r["embedded"]) for r in out] == [
+        ("member_text_embedding", 1, 3), ("job_text_embedding", None, 0)]
+    assert "no job texts are loaded" in out[1]["note"]
+    with db.connect(target) as conn:
+        assert [r[0] for r in conn.execute("SELECT family FROM star.embedding_versions WHERE config->>'kind' = "
+                                           "'text_embedding'")] == ["member_text_embedding"]
+    with pytest.raises(EmptyTextError, match="no job texts are loaded: nothing to embed; add a texts"):
+        embed_texts(target, tiny_encoder, EmbedConfig(entities=("job",)), progress=False)

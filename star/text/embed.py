@@ -119,6 +119,15 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
 
 def embed_texts(target: DbTarget, encoder, cfg: EmbedConfig = EmbedConfig(), *, lineage: dict | None = None,
                 progress: bool = True) -> list[dict]:
-    """Embed every entity kind in `cfg.entities`; one result dict per family."""
+    """Embed every entity kind in `cfg.entities`; one result dict per family. A kind without any text snapshot is
+    skipped (no empty version is made); none at all is an error."""
+    with connect(target) as conn:
+        loaded = dict(conn.execute("SELECT entity, count(*) FROM star.text_snapshots GROUP BY entity").fetchall())
+    if not any(loaded.get(e) for e in cfg.entities):
+        raise EmptyTextError(f"no {' or '.join(cfg.entities)} texts are loaded: nothing to embed; add a texts.* file "
+                             "to the marketplace (docs/data-format.md) and `star seed --from` it")
     return [embed_family(target, encoder, entity, cfg, lineage=lineage or {}, progress=progress)
+            if loaded.get(entity) else
+            {"family": FAMILIES[entity], "version": None, "feature_view": None, "new_version": False,
+             "embedded": 0, "note": f"no {entity} texts are loaded: no version made"}
             for entity in cfg.entities]
