@@ -136,6 +136,8 @@ def test_rows_without_text_are_dropped_and_bad_frames_are_refused(tmp_path, tiny
     assert result.metrics["dropped_rows"] == 2
     with pytest.raises(TextInputError, match="job_text"):
         train(pairs.drop(columns="job_text"), model_cfg=model_cfg, train_cfg=train_cfg, out_dir=tmp_path / "b")
+    with pytest.raises(TextInputError, match="no pair has a job text: are job texts loaded"):
+        train(pairs.assign(job_text=None), model_cfg=model_cfg, train_cfg=train_cfg, out_dir=tmp_path / "c")
 
 
 def test_compare_writes_a_table_json_and_chart(tmp_path, tiny_dir):

@@ -111,3 +111,11 @@ def test_views_not_yet_applied_in_feast_is_a_clear_error(target):
     load(target, {k: frame(v, f"{k}.csv") for k, v in boundary_market().items()})
     with pytest.raises(FeatureRepoError, match=r"registered but not applied in Feast; run `star features apply`"):
         build_trainset(target, TrainsetConfig(task="apply"))
+
+
+def test_text_columns_are_there_even_when_one_side_has_no_texts(target):
+    market = boundary_market()
+    market["texts"] = market["texts"][market["texts"]["entity"] == "member"]
+    _load(target, market)
+    df = build_trainset(target, TrainsetConfig(task="apply"))
+    assert {"member_text", "job_text"} <= set(df.columns) and df["job_text"].isna().all()

@@ -122,6 +122,10 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
     require_applied(store, {ref.split(":")[0] for ref in refs})
     df = store.get_historical_features(entity_df=labels, features=refs, full_feature_names=True).to_df()
     df = df.rename(columns=renames)
+    if cfg.features is None:  # documented columns, even when one side has no texts loaded at all
+        for column in ("member_text", "job_text"):
+            if column not in df:
+                df[column] = None
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
     df = df.sort_values(["event_timestamp", "member_id", "job_id", "label"], kind="stable").reset_index(drop=True)
     df.attrs["negatives"] = negatives

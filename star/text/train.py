@@ -54,7 +54,12 @@ def prepare(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     df["label"] = df["label"].astype(int)
     usable = np.ones(len(df), dtype=bool)
     for col in ("member_text", "job_text"):
-        usable &= df[col].map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy()
+        has = df[col].map(lambda t: isinstance(t, str) and bool(t.strip())).to_numpy()
+        if len(df) and not has.any():
+            raise TextInputError(f"no pair has a {col.replace('_', ' ')}: are {col.split('_')[0]} texts loaded? "
+                                 "The bi-encoder learns from member and job texts: add both to the marketplace's "
+                                 "texts.* (docs/data-format.md), `star seed --from` it and `star features apply`")
+        usable &= has
     return df[usable].reset_index(drop=True), int((~usable).sum())
 
 
