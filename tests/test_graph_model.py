@@ -327,3 +327,11 @@ def test_training_on_a_tiny_synthetic_marketplace_runs_end_to_end_and_learns(tar
     assert all(a is not None for a in res.metrics["val_auc"]["member:apply:job"])
     losses = res.metrics["train_loss"]
     assert losses[-1] < losses[0], losses
+
+
+def test_a_time_split_of_edges_all_at_one_time_says_why_it_cannot_split():
+    apply = ("member", "apply", "job")
+    g = dgl.heterograph({apply: (torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 0, 1]))})
+    g.edges[apply].data["ts"] = torch.full((4,), 1.7e9, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"4 task edges by the cutoff have 1 distinct time\(s\).*needs at least two"):
+        split_by_time(g, [apply], 0.2)

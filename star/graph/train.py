@@ -140,8 +140,11 @@ def split_by_time(graph, tasks: list[EType], val_fraction: float):
         val[t] = (src.long(), dst.long())
         train_eids[t] = torch.arange(len(keep[t]), dtype=graph.idtype)  # edge_subgraph keeps the order
     if sum(len(v[0]) for v in val.values()) == 0 or sum(len(e) for e in train_eids.values()) == 0:
-        raise ConfigError(f"val_fraction={val_fraction} leaves no training or no validation edges "
-                          f"({len(ts)} task edges); use more data or another fraction")
+        times = len(np.unique(ts))
+        raise ConfigError(f"val_fraction={val_fraction} leaves no training or no validation edges: the {len(ts)} "
+                          f"task edges by the cutoff have {times} distinct time(s), and validation takes the latest "
+                          "ones; pick a later --cutoff (or load interactions spread over more time)"
+                          + ("" if times > 1 else ": a split by time needs at least two"))
     train_graph = dgl.edge_subgraph(graph, keep, relabel_nodes=False, store_ids=False)
     return train_graph, cut_ts, train_eids, val
 
