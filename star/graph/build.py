@@ -101,7 +101,8 @@ def _pick(rows: list[tuple], requested: tuple[str, ...] | None, kind: str, optio
     late = [r for r in requested if not any(p[1] == r for p in present)]
     if late:
         raise GraphBuildError(f"{option}: {kind} relation {late[0]!r} has no edges at or before cutoff {cutoff} "
-                              f"(its first is at {first[late[0]]}); pick a later cutoff or leave it out")
+                              f"(its first is at {first[late[0]]}); pick a later --cutoff (or, from Python, leave "
+                              f"it out of {option})")
     return [p for p in present if p[1] in requested]
 
 
