@@ -155,7 +155,8 @@ def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainCo
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"ablation variants {unknown} are unknown; choose from {list(VARIANTS)}")
-    has_text = all("text" in mg.features.get(nt, {}) for nt in ("member", "job"))
+    has_text = all("text" in mg.features.get(nt, {}) and bool(mg.features[nt]["text_mask"].any())
+                   for nt in ("member", "job"))  # an all-empty side would score every pair 0: AUC 0.5, meaningless
     if not has_text:
         dropped = [v for v in variants if v != "gnn_categorical"]
         if dropped:
