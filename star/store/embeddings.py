@@ -225,11 +225,13 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
 
 
 def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
-    """Feature views of `families` Feast serves whose newest published rows are not yet materialized."""
+    """Feature views of `families` that Feast has (catalog.SERVED) whose newest published rows are not yet
+    materialized."""
+    from star.store.catalog import SERVED
+
     return [r[0] for r in conn.execute(
-        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND "
-        "status IN ('published', 'deprecated', 'retired') AND (config->>'online_pending')::boolean "
-        "ORDER BY family, version", (list(families),))]
+        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND status = ANY(%s) AND "
+        "(config->>'online_pending')::boolean ORDER BY family, version", (list(families), list(SERVED)))]
 
 
 def mark_online(conn: psycopg.Connection, views: list[str] | None) -> None:
