@@ -63,8 +63,13 @@ def draw_negatives(pool: np.ndarray, dst: np.ndarray, k: int, gen: np.random.Gen
         return np.zeros((len(dst), k), np.int64)
     dst = np.asarray(dst).reshape(-1, 1)
     neg = pool[gen.integers(0, len(pool), (len(dst), k))]
+    for _ in range(8):  # redraw the clashes: rejection sampling = drawing from the pool without that job
+        same = neg == dst
+        if not same.any():
+            return neg
+        neg[same] = pool[gen.integers(0, len(pool), int(same.sum()))]
     same = neg == dst
-    for job in np.unique(dst[same.any(axis=1)]):  # redraw those from the pool without that job
+    for job in np.unique(np.broadcast_to(dst, same.shape)[same]):  # the few jobs that dominate the pool
         rest = pool[pool != job]
         cells = same & (dst == job)
         if len(rest):
