@@ -82,7 +82,7 @@ def _ints(fr: Frame, column: str, what: str, raw: pd.Series | None = None) -> pd
     if pd.api.types.is_integer_dtype(raw):
         big = (raw > INT64[1]).to_numpy() if raw.dtype == np.uint64 else np.zeros(len(raw), bool)
     elif pd.api.types.is_float_dtype(raw):
-        bad = ((raw % 1 != 0) | (raw.abs() >= 2 ** 53)).to_numpy()
+        bad = ~_whole(raw).to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise _fail(fr, i, column, f"{_shown(raw.iloc[i])} is not an exact integer {what}",
@@ -186,11 +186,16 @@ def _no_duplicates(fr: Frame, df: pd.DataFrame, key: list[str], what: str) -> No
                     "keep one row per key")
 
 
+def _whole(values: pd.Series) -> pd.Series:
+    """Floats that are exact whole numbers: no fraction, below 2**53 (where float64 still counts in ones)."""
+    return (values % 1 == 0) & (values.abs() < 2 ** 53)
+
+
 def _categorical(values: pd.Series) -> pd.Series:
     """A categorical column as text, the same from Parquet as from CSV: empty (or blank) = missing; whole numbers
     of a float column (an integer column with gaps) without '.0'."""
     if pd.api.types.is_float_dtype(values):
-        whole = values.notna() & (values % 1 == 0) & (values.abs() < 2 ** 53)
+        whole = values.notna() & _whole(values)
         text = values.astype(str).where(~whole, values[whole].astype("int64").astype(str) if whole.any() else "")
     else:
         text = values.astype(str)
