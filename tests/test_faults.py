@@ -29,7 +29,7 @@ from tests.faults import (Ledger, after, busy, check_world, feast_state, finish,
                           online_grows, run_star, staging_grows, status_becomes, version_appears, write_summary)
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
-MEMBERS, JOBS = 700, 150  # > 1024 member texts: the text job commits two staging batches
+MEMBERS, JOBS = 850, 150  # > 1024 member texts: the text job commits two staging batches
 MT, JT, MG, JG = "member_text_embedding", "job_text_embedding", "member_graph_embedding", "job_graph_embedding"
 
 
