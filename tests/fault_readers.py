@@ -21,6 +21,8 @@ import psycopg
 from tests.faults import Ledger, conn_of, digest, feast_vectors, matches, served_rows, vintages
 
 SAMPLE = 40
+PAUSE = {"_feast": 0.03, "_nearest": 0.03, "_select": 0.2}  # seconds between a reader's answers: the step needs
+# the two cores too (unthrottled, nine readers made a 10 s text embed take 110 s)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Readers:
             self.ledger.read()
 
         def guarded(body, seed):
-            rng = random.Random(seed)
+            rng, pause = random.Random(seed), PAUSE[body.__name__]
             conn = None
             while not stop.is_set():
                 try:
@@ -74,6 +76,7 @@ class Readers:
                             conn.autocommit = False
                             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                     body(rng, conn, ids, record, seed)
+                    time.sleep(pause)
                 except Exception as exc:  # noqa: BLE001 (every failed read counts)
                     self.ledger.read()
                     self.ledger.fail("errors", f"{label} / {body.__name__.strip('_')} reader",
@@ -100,6 +103,11 @@ class Readers:
         for t in threads:
             t.join()
         self._classify(label, answers, before, after, end)
+        for key, state in before.items():  # a lifecycle step never takes entities away from a served vintage
+            lost = sorted(set(state["vectors"]) - set(after[key]["vectors"]))
+            if lost:
+                self.ledger.fail("short", f"{label} / {key[0]}_v{key[1]}", f"served {len(state['vectors'])} "
+                                 f"entities before, {len(lost)} of them not after (e.g. ids {lost[:3]})")
         return {"step": label, "seconds": round(end - start, 2), "answers": len(answers),
                 **{k: self.ledger.counts[k] - mark.get(k, 0) for k in self.ledger.counts}}
 
