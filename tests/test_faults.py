@@ -25,8 +25,9 @@ from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions.lifecycle import fit_map, retire
 from tests.fault_readers import Readers
-from tests.faults import (Ledger, after, busy, check_world, feast_state, finish, kill_run, market_counts,
-                          online_grows, run_star, staging_grows, status_becomes, version_appears, write_summary)
+from tests.faults import (Ledger, after, busy, check_world, feast_state, finish, kill_run, market_counts, marked,
+                          online_grows, rows_grow, run_star, staging_grows, status_becomes, version_appears,
+                          write_summary)
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
 MEMBERS, JOBS = 850, 150  # > 1024 member texts: the text job commits two staging batches
@@ -140,8 +141,8 @@ def test_killed_text_embed_is_invisible_until_whole_and_the_rerun_finishes(targe
     _market(target)
     apply_features(target)
     materialize(target)
-    first = [after(rng.uniform(0.5, 2.0)), version_appears(MT), staging_grows(MT, 1),
-             status_becomes(MT, 1, "published"), staging_grows(JT, 1), online_grows(f"{MT}_v1")]
+    first = [after(rng.uniform(0.5, 2.0)), version_appears(MT), staging_grows(MT, 1), rows_grow(MT, 1),
+             staging_grows(JT, 1), online_grows(f"{MT}_v1")]
     kills = _kill_series(target, tmp_path, ledger, _text_args(models["bert"][0]), first, [MT, JT],
                          name="text embed v1")
     finish(ledger, "text embed v1 rerun", _embed, target, models["bert"][0])
@@ -161,8 +162,8 @@ def test_killed_graph_embed_is_invisible_until_whole_and_the_rerun_finishes(targ
     mark, rng = len(ledger.failures), random.Random(3)
     _market(target)
     args = ["graph", "embed", "--model", str(models["gnn"])]
-    probes = [after(rng.uniform(0.5, 2.0)), version_appears(MG), status_becomes(MG, 1, "published"),
-              version_appears(JG), online_grows(f"{MG}_v1")]
+    probes = [after(rng.uniform(0.5, 2.0)), version_appears(MG), rows_grow(MG, 1), version_appears(JG),
+              online_grows(f"{MG}_v1"), status_becomes(JG, 1, "published")]
     kills = _kill_series(target, tmp_path, ledger, args, probes, [MG, JG], name="graph embed v1")
     finish(ledger, "graph embed v1 rerun", graph_embed, target, model_dir=models["gnn"], progress=False)
     check_world(target, ledger, "graph embed v1 rerun")
@@ -208,15 +209,16 @@ def test_killed_retire_keeps_serving_and_the_rerun_finishes(target, tmp_path, mo
             fit_map(conn, family, 2, 1)
         conn.commit()
     kills = _kill_series(target, tmp_path, ledger, ["versions", "retire", MT, "1"],
-                         [status_becomes(MT, 1, "retired"),
+                         [marked(MT, 1, "retire_pending"),
                           busy(f'%INSERT INTO "star_{MT}_v1"%', f"re-materializing {MT}_v1"),
-                          busy("VACUUM%", "VACUUM of the online table")], [MT], name=f"versions retire {MT} 1")
+                          busy("VACUUM%", "VACUUM of the online table"), status_becomes(MT, 1, "retired")], [MT],
+                         name=f"versions retire {MT} 1")
     finish(ledger, f"versions retire {MT} 1 rerun", retire, target, MT, 1)
     check_world(target, ledger, f"versions retire {MT} 1 rerun")
-    # killed after its registry step, a retire is finished by the next embedding job on the family
+    # killed once its plan committed, a retire is finished by the next embedding job on the family
     kills += _kill_series(target, tmp_path, ledger, ["versions", "retire", JT, "1"],
                           [busy("%embedding_compat_rows%", "writing the map's rows"), after(rng.uniform(0.5, 2.0)),
-                           status_becomes(JT, 1, "retired")], [JT], name=f"versions retire {JT} 1")
+                           marked(JT, 1, "retire_pending")], [JT], name=f"versions retire {JT} 1")
     finish(ledger, f"text embed {JT} after a killed retire", _embed, target, models["bert"][1])
     check_world(target, ledger, f"text embed (the next job on {JT}) after a retire killed once retired")
     finish(ledger, f"versions retire {JT} 1 rerun", retire, target, JT, 1)
