@@ -33,6 +33,7 @@ class ViewSpec:
     features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list' | 'float_list')"})
     query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
     dim: int | None = field(default=None, metadata={"help": "vector length of an embedding view"})
+    status: str = field(default="published", metadata={"help": "its registry status (star.embedding_versions)"})
 
     @property
     def name(self) -> str:
@@ -99,7 +100,8 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
     return created
 
 
-SERVED = ("candidate", "published", "deprecated", "retired")  # building vintages are invisible to Feast; candidates
+SERVABLE = ("published", "deprecated", "retired")  # what consumers read: Feast, SQL (star.nearest), trainsets
+SERVED = ("candidate", *SERVABLE)  # building vintages are invisible to Feast; candidates
 # are applied (shadow views, for the parity gate of `star versions publish`) but not published
 
 
@@ -112,23 +114,30 @@ def retired_query(entity: str, family: str, version: int, served_from: int) -> s
 
 
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
-    """Every served view version (features and embeddings; published, deprecated, or retired and served through a
-    compatibility map), oldest first. Building and candidate versions are invisible."""
+    """Every view version Feast serves or is about to serve, oldest first: features and embeddings that are
+    published, deprecated, candidates (shadow views for the gate), retired (through a compatibility map), and new
+    vintages whose rows are in place but not yet materialized (status 'building' with config.ready_as: applied
+    and materialized before they are published). A vintage whose retire is under way is already served through
+    its map (config.retire_pending / repoint_pending). Other building versions are invisible."""
     rows = conn.execute(
-        "SELECT family, version, entity, dim, config, served_from FROM star.embedding_versions "
-        "WHERE config->>'kind' = ANY(%s) AND status = ANY(%s) ORDER BY family, version",
+        "SELECT family, version, entity, dim, config, served_from, status FROM star.embedding_versions "
+        "WHERE config->>'kind' = ANY(%s) AND (status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) "
+        "ORDER BY family, version",
         (list(FAMILY_KINDS + EMBEDDING_KINDS), list(SERVED))).fetchall()
     specs = []
-    for family, version, entity, dim, config, served_from in rows:
+    for family, version, entity, dim, config, served_from, status in rows:
         kind = config["kind"]
         features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
-        query = retired_query(entity, family, version, served_from) if served_from is not None else \
+        pending = config.get("retire_pending") or config.get("repoint_pending")
+        source = pending["source"] if pending else served_from
+        query = retired_query(entity, family, version, source) if source is not None else \
             source_query(entity, kind, features, config.get("table"))
         specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
-                              query=query))
+                              query=query, status=status))
     return specs
 
 
 def latest_views(conn: psycopg.Connection) -> dict[str, ViewSpec]:
-    """family -> its newest published view."""
-    return {spec.family: spec for spec in published_views(conn)}
+    """family -> its newest view that consumers may read (published, deprecated or retired; not a candidate or a
+    vintage still being published)."""
+    return {spec.family: spec for spec in published_views(conn) if spec.status in SERVABLE}
