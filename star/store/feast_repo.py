@@ -136,7 +136,7 @@ def delete_online_rows(target: DbTarget, store: FeatureStore, view: str, entity:
     from star.db import connect
 
     version = store.config.entity_key_serialization_version
-    keys = [serialize_entity_key(EntityKey(join_keys=ENTITY[entity].join_keys, entity_values=[Value(int64_val=i)]),
+    keys = [serialize_entity_key(EntityKey(join_keys=[ENTITY[entity].join_key], entity_values=[Value(int64_val=i)]),
                                  entity_key_serialization_version=version) for i in ids]
     schema, table = online_table(store, view)
     with connect(target) as conn:

@@ -7,8 +7,8 @@
 A job holds its families from its first read to its last write (staging, publish, feast apply, materialize, the
 registry flip, dropping a table), so an embed can never write into a table a retire is dropping, and a
 materialize never overwrites a newer online row with an older snapshot. The locks are session locks on one
-connection kept open for the run: a killed process releases them with its connection. Within one process the
-lock is re-entrant (a job calls library functions that lock the same family again).
+connection kept open for the run: a killed process releases them with its connection. Within one thread the
+lock is re-entrant (a job calls library functions that lock the same family again); two threads are two jobs.
 """
 
 from __future__ import annotations
@@ -42,39 +42,41 @@ def lock_family(conn: psycopg.Connection, family: str, *, shared: bool = False) 
                          "continues where that one stopped)")
 
 
-_held: Counter = Counter()  # (database, family, shared) -> how many nested holders in this process
-_guard = threading.Lock()
+_local = threading.local()  # .held: Counter (database, family, shared) -> nested holders in this thread
+
+
+def _held() -> Counter:
+    if not hasattr(_local, "held"):
+        _local.held = Counter()
+    return _local.held
 
 
 def _needed(db: tuple, families: Iterable[str], shared: bool) -> list[str]:
-    """Families not already held by this process in a mode at least as strong."""
-    return sorted({f for f in families if not _held[(db, f, False)] and not (shared and _held[(db, f, True)])})
+    """Families not already held by this thread in a mode at least as strong."""
+    held = _held()
+    return sorted({f for f in families if not held[(db, f, False)] and not (shared and held[(db, f, True)])})
 
 
 @contextmanager
 def family_lock(target: DbTarget, families: Iterable[str], *, shared: bool = False) -> Iterator[None]:
-    """Hold the families' locks (exclusive, or shared) for the duration; re-entrant within the process."""
+    """Hold the families' locks (exclusive, or shared) for the duration; re-entrant within the thread."""
     from star.db import connect
 
-    db = (target.host, target.port, target.dbname)
-    families = list(families)
-    with _guard:
-        todo = _needed(db, families, shared)
+    db, held = (target.host, target.port, target.dbname), _held()
+    todo = _needed(db, families, shared)
     conn = None
     try:
         if todo:
             conn = connect(target, autocommit=True)
             for family in todo:  # sorted: two jobs never wait on each other in opposite orders
                 lock_family(conn, family, shared=shared)
-        with _guard:
-            for family in todo:
-                _held[(db, family, shared)] += 1
+        for family in todo:
+            held[(db, family, shared)] += 1
         try:
             yield
         finally:
-            with _guard:
-                for family in todo:
-                    _held[(db, family, shared)] -= 1
+            for family in todo:
+                held[(db, family, shared)] -= 1
     finally:
         if conn is not None:
             conn.close()

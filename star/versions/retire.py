@@ -144,7 +144,7 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
     with connect(target) as conn:
         with conn.transaction():
             _flip(conn, family, version, plan, deps, v["entity"])
-    return {"uncovered_served_as_missing": len(lost_ids)}
+    return {"feature_views": views, "uncovered_served_as_missing": len(lost_ids)}
 
 
 UNCOVERED_IDS = """
