@@ -32,7 +32,7 @@ def test_upgrade_twice_is_a_noop_and_downgrade_round_trips(empty_target):
     first = _schema(empty_target)
     db.migrate(empty_target)
     assert _schema(empty_target) == first
-    assert db.current_revision(empty_target) == "0003"
+    assert db.current_revision(empty_target) == "0005"
     db.downgrade(empty_target, "0001")
     assert db.current_revision(empty_target) == "0001"
     db.migrate(empty_target)
@@ -74,9 +74,9 @@ def test_star_db_up_on_an_external_url_only_migrates_and_is_idempotent(empty_tar
         done = subprocess.run([star, "db", "up"], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         outputs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    assert [o["revision"] for o in outputs] == ["0003", "0003"]
+    assert [o["revision"] for o in outputs] == ["0005", "0005"]
     assert all(o["embedded"] is False for o in outputs)
-    assert db.current_revision(empty_target) == "0003"
+    assert db.current_revision(empty_target) == "0005"
     exported = subprocess.run([star, "db", "env"], env=env, capture_output=True, text=True, timeout=120).stdout
     assert f"export STAR_PG_DATABASE={empty_target.dbname}" in exported
     assert "export STAR_REGISTRY_URL=" in exported
