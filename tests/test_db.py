@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from star import db
 
 TABLES = {"members", "jobs", "member_history", "job_history", "text_snapshots", "attribute_nodes",
@@ -130,6 +132,7 @@ def test_roles_migration_adopts_older_objects_and_downgrades_to_nothing_in_this_
                       "feast_online.star_member_text_embedding_v1": "star_writer",
                       "public.feature_views": "star_writer"}
     assert readable and logins == [(r, True) for r in sorted(ROLES)]
+    _owner_runs_a_later_migration(replace(empty_target, user="star_owner"))
     db.downgrade(empty_target, "0003")
     with db.connect(empty_target) as conn:
         assert conn.execute(DEPENDENCIES, (list(ROLES),)).fetchone()[0] == 0
@@ -138,3 +141,14 @@ def test_roles_migration_adopts_older_objects_and_downgrades_to_nothing_in_this_
     db.migrate(empty_target)
     with db.connect(empty_target) as conn:
         assert conn.execute("SELECT has_table_privilege('star_reader', 'star.members', 'SELECT')").fetchone()[0]
+
+
+def _owner_runs_a_later_migration(owner):
+    """What 0005 will do as star_owner: replace star.nearest and record its revision; the grants stay."""
+    nearest = "star.nearest(text, integer, bigint, integer, integer)"
+    db.migrate(owner)  # at head: reads alembic_version
+    with db.connect(owner) as conn:
+        conn.execute(conn.execute("SELECT pg_get_functiondef(%s::regprocedure)", (nearest,)).fetchone()[0])
+        conn.execute("UPDATE public.alembic_version SET version_num = version_num")
+        assert conn.execute("SELECT has_function_privilege('star_reader', %s, 'EXECUTE')", (nearest,)).fetchone()[0]
+        conn.commit()

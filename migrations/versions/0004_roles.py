@@ -9,8 +9,9 @@ Create Date: 2026-11-29
     star_writer  the jobs (load, embed, lifecycle, feast apply / materialize): reads and writes the star tables,
                  creates (so owns) version tables star.<family>_v<k>, Feast's online tables (feast_online) and
                  Feast's SQL registry tables (public)
-    star_reader  consumers (rankers, analysts): SELECT on the tables of star, feast_online and Feast's registry,
-                 EXECUTE on star.nearest / star.compat_apply, USAGE on those schemas; nothing else
+    star_reader  consumers (rankers, analysts): SELECT on the tables of star, feast_online and Feast's registry (and
+                 on alembic_version), EXECUTE on star.nearest / star.compat_apply, USAGE on those schemas; nothing
+                 else (but CONNECT and TEMPORARY on the database: the point-in-time join's entity rows)
 Roles are cluster-wide: created only when missing (many databases, e.g. the tests' clones of one template, share
 them), with LOGIN and no password (set one on a real server: docs/operations.md). Default privileges cover tables
 created later by star_owner, star_writer and the role running this migration (the embedded server's postgres, which
@@ -59,6 +60,7 @@ DECLARE o record;
 BEGIN
     ALTER SCHEMA star OWNER TO star_owner;
     ALTER SCHEMA feast_online OWNER TO star_owner;
+    ALTER TABLE public.alembic_version OWNER TO star_owner;  -- later migrations record their revision as star_owner
     FOR o IN
         SELECT c.oid::regclass AS rel,
                CASE WHEN n.nspname = 'star' AND c.relname !~ %(version_table)s THEN 'star_owner'
@@ -81,15 +83,15 @@ DO $$
 BEGIN
     EXECUTE format('GRANT CONNECT, TEMPORARY, CREATE ON DATABASE %%I TO star_owner', current_database());
     EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %%I TO star_writer, star_reader', current_database());
-    IF current_setting('server_version_num')::int >= 170000 THEN  -- ANALYZE after a load (MAINTAIN: PG 17+)
-        EXECUTE 'GRANT MAINTAIN ON ALL TABLES IN SCHEMA star TO star_writer';
+    IF current_setting('server_version_num')::int >= 170000 THEN  -- ANALYZE, VACUUM by the jobs (MAINTAIN: PG 17+)
+        EXECUTE 'GRANT MAINTAIN ON ALL TABLES IN SCHEMA star, feast_online TO star_writer';
     END IF;
 END $$;
 GRANT USAGE ON SCHEMA star, feast_online, public TO star_writer, star_reader;
 GRANT CREATE ON SCHEMA star, feast_online, public TO star_writer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA star, feast_online TO star_writer;
 GRANT SELECT ON ALL TABLES IN SCHEMA star, feast_online TO star_reader;
-GRANT SELECT ON public.alembic_version TO star_writer;  -- `star db up` in a job checks the revision
+GRANT SELECT ON public.alembic_version TO star_writer, star_reader;  -- `star db up` / `db env` read the revision
 GRANT EXECUTE ON FUNCTION star.nearest(text, integer, bigint, integer, integer),
     star.compat_apply(text, integer, integer, vector) TO star_writer, star_reader;
 DO $$
@@ -118,9 +120,9 @@ BEGIN
             CONTINUE WHEN creator = 'star_writer';
             EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %%I IN SCHEMA %%I '
                            'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO star_writer', creator, s);
-            IF s = 'star' AND current_setting('server_version_num')::int >= 170000 THEN
-                EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %%I IN SCHEMA star GRANT MAINTAIN ON TABLES '
-                               'TO star_writer', creator);
+            IF s <> 'public' AND current_setting('server_version_num')::int >= 170000 THEN
+                EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %%I IN SCHEMA %%I GRANT MAINTAIN ON TABLES '
+                               'TO star_writer', creator, s);
             END IF;
         END LOOP;
         EXECUTE format('ALTER DEFAULT PRIVILEGES FOR ROLE %%I IN SCHEMA star GRANT EXECUTE ON FUNCTIONS TO %%s',
