@@ -124,8 +124,8 @@ def test_roles_migration_adopts_older_objects_and_downgrades_to_nothing_in_this_
         owners = dict(conn.execute("SELECT schemaname || '.' || tablename, tableowner FROM pg_tables WHERE "
                                    "tablename IN ('member_text_embedding_v1', 'star_member_text_embedding_v1', "
                                    "'feature_views', 'members')").fetchall())
-        readable = conn.execute("SELECT bool_and(has_table_privilege('star_reader', t, 'SELECT')) FROM unnest(%s::text[]) t",
-                                (list(owners),)).fetchone()[0]
+        readable = conn.execute("SELECT bool_and(has_table_privilege('star_reader', t, 'SELECT')) "
+                                "FROM unnest(%s::text[]) t", (list(owners),)).fetchone()[0]
         logins = conn.execute("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
                               (list(ROLES),)).fetchall()
     assert owners == {"star.member_text_embedding_v1": "star_writer", "star.members": "star_owner",
