@@ -310,7 +310,7 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
     started = time.time()
     settings = Settings.from_env()
     target = db.up(settings)
-    emit({"job": "db up", "url": target.sqlalchemy_url(), "revision": db.current_revision(target)})
+    emit({"job": "db up", "url": target.masked_url(), "revision": db.current_revision(target)})
     emit(seed_synthetic(target, members=members, jobs=jobs, seed=seed))
     emit(apply_features(target, settings))
     emit(materialize(target, settings=settings))

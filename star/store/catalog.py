@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 from star.data.format import ENTITIES, ID_COLUMN
 
@@ -42,8 +43,8 @@ class ViewSpec:
 
 def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[tuple[str, str]]:
     if kind == "categorical":
-        table = f"star.{entity}_history"
-        rows = conn.execute(f"SELECT DISTINCT jsonb_object_keys(attrs) FROM {table} ORDER BY 1").fetchall()
+        rows = conn.execute(sql.SQL("SELECT DISTINCT jsonb_object_keys(attrs) FROM {} ORDER BY 1").format(
+            sql.Identifier("star", f"{entity}_history"))).fetchall()
         return [(r[0], "string") for r in rows]
     if kind == "ids":
         rows = conn.execute("SELECT DISTINCT relation FROM star.attribute_edges WHERE entity = %s ORDER BY 1",
@@ -53,27 +54,45 @@ def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[
     return [("text", "string"), ("text_md5", "string")] if has_text else []
 
 
+def _string(query: sql.Composable) -> str:
+    """The plain SQL text Feast's PostgreSQLSource(query=...) stores: identifiers quoted, values inlined as literals
+    (psycopg quotes them without a connection)."""
+    return query.as_string(None)
+
+
+def _table(qualified: str) -> sql.Identifier:
+    """'star.member_text_embedding_v1' (a version's config['table']) -> "star"."member_text_embedding_v1"."""
+    return sql.Identifier(*qualified.split("."))
+
+
+def _id_feature(name: str) -> sql.Composable:
+    """<relation>_ids: every id linked so far; <relation>_latest: the newest one."""
+    relation, part = name.rsplit("_", 1)
+    if part == "ids":
+        expr = sql.SQL("ARRAY(SELECT jsonb_array_elements_text(ids->{}->'all'))").format(sql.Literal(relation))
+    else:
+        expr = sql.SQL("ids->{}->>'latest'").format(sql.Literal(relation))
+    return sql.SQL("{} AS {}").format(expr, sql.Identifier(name))
+
+
 def source_query(entity: str, kind: str, features: list[tuple[str, str]], table: str | None = None) -> str:
-    """SQL over the star tables; identifiers were validated at ingestion (lower-case identifiers)."""
-    key = ID_COLUMN[entity]
+    """SQL over the star tables, composed with psycopg.sql (names as identifiers, values as literals)."""
+    key = sql.Identifier(ID_COLUMN[entity])
     if kind in EMBEDDING_KINDS:
         # Feast cannot read a `vector` column (FIELD-NOTES): hand it real[]
-        return f"SELECT {key}, event_timestamp, created, embedding::real[] AS embedding FROM {table}"
+        return _string(sql.SQL("SELECT {}, event_timestamp, created, embedding::real[] AS embedding FROM {}").format(
+            key, _table(table)))
     if kind == "categorical":
-        cols = ", ".join(f"attrs->>'{name}' AS \"{name}\"" for name, _ in features)
-        return f"SELECT {key}, valid_from AS event_timestamp, created, {cols} FROM star.{entity}_history"
+        cols = sql.SQL(", ").join(sql.SQL("attrs->>{} AS {}").format(sql.Literal(name), sql.Identifier(name))
+                                  for name, _ in features)
+        return _string(sql.SQL("SELECT {}, valid_from AS event_timestamp, created, {} FROM {}").format(
+            key, cols, sql.Identifier("star", f"{entity}_history")))
     if kind == "ids":
-        cols = []
-        for name, _ in features:
-            relation, part = name.rsplit("_", 1)
-            if part == "ids":
-                cols.append(f"ARRAY(SELECT jsonb_array_elements_text(ids->'{relation}'->'all')) AS \"{name}\"")
-            else:
-                cols.append(f"ids->'{relation}'->>'latest' AS \"{name}\"")
-        return (f"SELECT entity_id AS {key}, event_timestamp, created, {', '.join(cols)} "
-                f"FROM star.id_features WHERE entity = '{entity}'")
-    return (f"SELECT entity_id AS {key}, valid_from AS event_timestamp, created, text, text_md5 "
-            f"FROM star.text_snapshots WHERE entity = '{entity}'")
+        cols = sql.SQL(", ").join(_id_feature(name) for name, _ in features)
+        return _string(sql.SQL("SELECT entity_id AS {}, event_timestamp, created, {} FROM star.id_features "
+                               "WHERE entity = {}").format(key, cols, sql.Literal(entity)))
+    return _string(sql.SQL("SELECT entity_id AS {}, valid_from AS event_timestamp, created, text, text_md5 "
+                           "FROM star.text_snapshots WHERE entity = {}").format(key, sql.Literal(entity)))
 
 
 def sync_versions(conn: psycopg.Connection) -> list[str]:
@@ -107,10 +126,10 @@ SERVED = ("candidate", *SERVABLE)  # building vintages are invisible to Feast; c
 
 def retired_query(entity: str, family: str, version: int, served_from: int) -> str:
     """A retired vintage's source: the serving vintage's rows mapped into its space inside PostgreSQL."""
-    key = ID_COLUMN[entity]
-    return (f"SELECT {key}, event_timestamp, created, "
-            f"star.compat_apply('{family}', {served_from}, {version}, embedding) AS embedding "
-            f"FROM star.{family}_v{served_from}")
+    return _string(sql.SQL("SELECT {}, event_timestamp, created, star.compat_apply({}, {}, {}, embedding) AS embedding "
+                           "FROM {}").format(
+        sql.Identifier(ID_COLUMN[entity]), sql.Literal(family), sql.Literal(int(served_from)),
+        sql.Literal(int(version)), sql.Identifier("star", f"{family}_v{served_from}")))
 
 
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:

@@ -219,13 +219,14 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
            settings: Settings | None = None) -> dict:
     """Retire a vintage and keep serving it from `source` (default: the newest published) through the map.
     Refused when `source` lacks vectors for some of its current entities, unless drop_uncovered."""
+    from star.pipeline import finish_pending
     from star.store.locks import family_lock
 
     with family_lock(target, [family]):
         with connect(target) as conn:
             version_row(conn, family, version)  # an error naming the family's vintages when it does not exist
-        finished = finish_retires(target, [family], settings)
-        resumed = [f for f in finished if f["version"] == version]
+        finished = finish_pending(target, [family], settings)  # what killed jobs left, this retire's included
+        resumed = [f for f in finished if f.get("version") == version]
         with connect(target, autocommit=True) as conn:
             todo = version_row(conn, family, version)["status"] != "retired"
             if todo:
@@ -239,7 +240,7 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
     out = {"job": "versions retire", "family": family, "version": version, "status": v["status"],
            "served_from": v["served_from"], "consumers": v["consumers"], "map_cos_mean": cos,
            "uncovered_served_as_missing": sum(f.get("uncovered_served_as_missing", 0) for f in resumed),
-           "finished_pending": [f for f in finished if f["version"] != version]}
+           "finished_pending": [f for f in finished if f.get("version") != version]}
     if cos is not None and cos < GATE_COS:
         out["warning"] = (f"the map v{v['served_from']} -> v{version} reproduces v{version}'s vectors with mean "
                           f"cosine {cos:.3f} (< {GATE_COS}, the publish gate's default): its consumers now get "
