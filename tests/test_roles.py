@@ -132,3 +132,34 @@ def test_the_writer_cannot_change_what_the_migrations_own(served):
                           "DROP FUNCTION star.nearest(text, integer, bigint, integer, integer)", "CREATE SCHEMA mine"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+
+
+def test_the_writer_retires_a_vintage_and_the_reader_still_reads_it(server, tmp_path):
+    """Retire as star_writer: drop the table, create the view over the serving vintage, vacuum Feast's table."""
+    from star.pipeline import seed_synthetic
+    from star.versions.lifecycle import fit_map
+    from star.versions.retire import retire
+
+    base, template = server
+    target = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
+    db.ensure_database(target, template=template)
+    writer, reader = replace(target, user="star_writer"), replace(target, user="star_reader")
+    try:
+        seed_synthetic(writer, members=80, jobs=20, seed=3, progress=False)
+        for seed in (0, 1):
+            encoder = TextEncoder(TextModelConfig(model_dir=tiny_bert(tmp_path / f"b{seed}", seed=seed),
+                                                  pooling="mean", precision="fp32"))
+            embed_texts(writer, encoder, EmbedConfig(entities=("member",)), progress=False)
+        with db.connect(writer) as conn:
+            fit_map(conn, FAMILY, 2, 1)
+            conn.commit()
+        apply_features(writer)
+        materialize(writer)
+        assert retire(writer, FAMILY, 1)["status"] == "retired"
+        with db.connect(reader) as conn:
+            rows = conn.execute(f"SELECT member_id, embedding FROM star.{FAMILY}_v1 WHERE is_current").fetchall()
+        online = open_store(reader).get_online_features(features=[f"{FAMILY}_v1:embedding"],
+                                                        entity_rows=[{"member_id": rows[0][0]}]).to_dict()
+        assert rows and len(online["embedding"][0]) == 32
+    finally:
+        db.drop_database(target)
