@@ -4,8 +4,8 @@
                                 --drop-uncovered), map k -> j (stored, or composed and checked) and its rows for
                                 star.compat_apply; vintages served from j get the composed map k -> j -> i;
                                 config.retire_pending / repoint_pending mark the work (`star versions list`)
-    serve in Feast              feast apply (the views' sources now map v_k's rows) + materialize + VACUUM;
-                                uncovered entities' online rows are deleted (served as missing, never stale)
+    serve in Feast              feast apply (the views' sources now map v_k's rows); uncovered entities' online
+                                rows are deleted (served as missing, never stale); materialize + VACUUM
     flip (one transaction)      status 'retired' + served_from, marks cleared, v_j's table replaced by a view
                                 over v_k through the map (a reader that looked v_j up a moment before still
                                 reads right vectors; so do psql users), staging dropped
@@ -134,11 +134,11 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
         lost_ids = _uncovered_ids(conn, family, version, plan["source"], v["entity"]) if plan["uncovered"] else []
     views = [f"{family}_v{k}" for k in [version, *deps]]
     apply_features(target, settings)
-    materialize(target, settings=settings, feature_views=views)
-    if lost_ids:
+    if lost_ids:  # first: from now on they are missing, never the stale pre-retirement vectors
         store = open_store(target, settings)
         for view in views:
             delete_online_rows(target, store, view, v["entity"], lost_ids)
+    materialize(target, settings=settings, feature_views=views)
     for view in views:
         _vacuum_online(target, view, settings)
     with connect(target) as conn:
