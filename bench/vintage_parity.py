@@ -30,7 +30,8 @@ from star.text.config import TextModelConfig, TrainConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder, load_model
 from star.versions import compat
-from star.versions.lifecycle import fit_map, retire, shared_vectors
+from star.versions.lifecycle import fit_map, shared_vectors
+from star.versions.retire import retire
 from star.versions.publish import publish
 
 FAMILIES = ("member_text_embedding", "job_text_embedding")

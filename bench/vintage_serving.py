@@ -28,7 +28,8 @@ from star.store.feast_repo import open_store
 from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
-from star.versions.lifecycle import fit_map, retire
+from star.versions.lifecycle import fit_map
+from star.versions.retire import retire
 
 FAMILY = "member_text_embedding"
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from star.cli_common import _emit, _parse_time, _settings, _target
+from star.cli_common import _database_failure, _emit, _parse_time, _settings, _target
 from star.cli_versions import compat_app, versions_app
 from star.errors import ConfigError, StarError
 
@@ -33,7 +33,7 @@ def db_up() -> None:
 
     settings = _settings()
     target = db.up(settings)
-    _emit({"job": "db up", "embedded": settings.embedded, "url": target.sqlalchemy_url(),
+    _emit({"job": "db up", "embedded": settings.embedded, "url": target.masked_url(),
            "revision": db.current_revision(target)})
 
 
@@ -54,7 +54,7 @@ def db_status() -> None:
     status = {"job": "db status", "embedded": settings.embedded}
     try:
         target = db.server_target(settings, start=False)
-        status.update(running=True, url=target.sqlalchemy_url(), revision=db.current_revision(target))
+        status.update(running=True, url=target.masked_url(), revision=db.current_revision(target))
     except StarError as exc:
         status.update(running=False, error=str(exc))
     _emit(status)
@@ -291,5 +291,14 @@ def main() -> None:
     try:
         app()
     except StarError as exc:
-        print(f"star: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(exc))
+    except Exception as exc:
+        message = _database_failure(exc)
+        if message is None:
+            raise
+        _fail(message)
+
+
+def _fail(message: str) -> None:
+    print(f"star: error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -16,11 +16,55 @@ def _settings():
     return Settings.from_env()
 
 
+_CURRENT = {}  # "target": the database this command works on, named when its server goes away mid-job
+
+
 def _target(start: bool = True):
     from star import db
 
     settings = _settings()
-    return db.up(settings) if start else db.server_target(settings, start=False)
+    _CURRENT["target"] = db.up(settings) if start else db.server_target(settings, start=False)
+    return _CURRENT["target"]
+
+
+# SQLSTATEs of a lost server: connection exceptions (08), admin / crash shutdown, cannot connect now
+_GONE = ("57P01", "57P02", "57P03")
+
+
+def _database_failure(exc: BaseException) -> str | None:
+    """One line for a PostgreSQL failure that escaped a job (e.g. the server was killed mid-job): the psycopg (or
+    SQLAlchemy-wrapped) OperationalError in `exc`'s chain, the database's masked URL and the fix; None otherwise."""
+    import psycopg
+
+    seen, error = set(), None
+    while exc is not None and id(exc) not in seen and error is None:
+        seen.add(id(exc))
+        orig = getattr(exc, "orig", None)  # sqlalchemy.exc.DBAPIError wraps the driver's error
+        error = next((e for e in (exc, orig) if isinstance(e, psycopg.OperationalError)), None)
+        exc = exc.__cause__ or exc.__context__
+    if error is None:
+        return None
+    detail = " ".join(str(error).split()) or type(error).__name__
+    where = _where()
+    if error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _GONE:
+        return (f"the PostgreSQL server of {where} went away or cannot be reached during the job ({detail}). "
+                "Start it again (`star db up`, or check the server of STAR_DATABASE_URL), then re-run the same "
+                "command: the jobs are safe to re-run")
+    return (f"PostgreSQL ({where}) failed the job: {detail} (SQLSTATE {error.sqlstate}). Fix the cause on the "
+            "server (see its log), then re-run the same command: the jobs are safe to re-run")
+
+
+def _where() -> str:
+    """The current database as a masked URL (or, before one was chosen, where the settings point)."""
+    from star.config import mask_url
+
+    if "target" in _CURRENT:
+        return _CURRENT["target"].masked_url()
+    try:
+        settings = _settings()
+    except Exception:  # the settings themselves are broken: say so without a second traceback
+        return "STAR_DATABASE_URL"
+    return mask_url(settings.database_url) if settings.database_url else f"the embedded server in {settings.pgdata}"
 
 
 def _parse_time(value: str | None, default: datetime | None, option: str = "time") -> datetime | None:

@@ -83,22 +83,31 @@ def versions_publish(
 def versions_deprecate(family: str, version: int) -> None:
     """Mark a published vintage deprecated (still served from its own rows)."""
     from star.db import connect
+    from star.pipeline import finish_pending
+    from star.store.locks import family_lock
     from star.versions.lifecycle import deprecate
 
-    with connect(_target()) as conn:
-        result = deprecate(conn, family, version)
-        conn.commit()
+    target = _target()
+    with family_lock(target, [family]):
+        finish_pending(target, [family])
+        with connect(target) as conn:
+            result = deprecate(conn, family, version)
+            conn.commit()
     _emit(result)
 
 
 @versions_app.command("retire")
 def versions_retire(family: str, version: int,
                     source: Optional[int] = typer.Option(None, help="serve it from this vintage (default: newest "
-                                                                        "published)")) -> None:
+                                                                        "published)"),
+                    drop_uncovered: bool = typer.Option(False, "--drop-uncovered",
+                                                        help="retire even when the serving vintage lacks vectors for "
+                                                             "some entities: those are then served as missing")
+                    ) -> None:
     """Drop a vintage's rows, table and index; keep serving it (Feast and SQL) through the compat map."""
-    from star.versions.lifecycle import retire
+    from star.versions.retire import retire
 
-    _emit(retire(_target(), family, version, source=source))
+    _emit(retire(_target(), family, version, source=source, drop_uncovered=drop_uncovered))
 
 
 @compat_app.command("fit")
@@ -108,11 +117,16 @@ def compat_fit(family: str, from_: int = typer.Option(..., "--from", help="the n
                holdout: float = typer.Option(0.2, help="held-out share for the fit metrics")) -> None:
     """Fit W (and bias) so that W E_from + b ~ E_to on the entities current in both; store it."""
     from star.db import connect
+    from star.pipeline import finish_pending
+    from star.store.locks import family_lock
     from star.versions.lifecycle import fit_map
 
-    with connect(_target()) as conn:
-        m = fit_map(conn, family, from_, to, ridge=ridge, holdout=holdout)
-        conn.commit()
+    target = _target()
+    with family_lock(target, [family]):
+        finish_pending(target, [family])
+        with connect(target) as conn:
+            m = fit_map(conn, family, from_, to, ridge=ridge, holdout=holdout)
+            conn.commit()
     _emit({"job": "compat fit", "family": family, "from": from_, "to": to, **m.metrics})
 
 

@@ -11,6 +11,7 @@ variables that `star db env` prints) all take their connection from here, so the
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, parse_qs
@@ -20,6 +21,31 @@ from star.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATABASE = "star"
 FEAST_PROJECT = "star"
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password shown as ***: user:secret@host -> user:***@host, and ?password=... -> ***.
+
+    Used for every URL that is printed or put into a message. When in doubt (an '@' in the query string) it masks
+    too much rather than too little."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon:
+            url = f"{scheme}://{user}:***@{hostpart}"
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def _port(url: str, value) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 < port < 65536:
+        raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} has port {value!r}, which is not a TCP port "
+                          "number; write it as host:5432 (or ?port=5432 with ?host=/socket/dir)")
+    return port
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,20 +60,29 @@ class DbTarget:
 
     @classmethod
     def from_url(cls, url: str) -> "DbTarget":
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket: urllib's message names it
+            raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} cannot be parsed ({exc}); expected e.g. "
+                              "postgresql://user:password@host:5432/star") from None
+        try:
+            netloc_port = parts.port
+        except ValueError:  # not a number, or out of range
+            netloc_port = _port(url, parts.netloc.rpartition("@")[2].rpartition(":")[2])
         if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
             raise ConfigError(
-                f"STAR_DATABASE_URL={url!r} is not a PostgreSQL URL; expected e.g. "
+                f"STAR_DATABASE_URL={mask_url(url)!r} is not a PostgreSQL URL; expected e.g. "
                 "postgresql://user:password@host:5432/star"
             )
         query = parse_qs(parts.query)
         host = query.get("host", [parts.hostname or ""])[0]
         if not host:
-            raise ConfigError(f"STAR_DATABASE_URL={url!r} names no host; add @host:port or ?host=/socket/dir")
-        port = int(query.get("port", [parts.port or 5432])[0])
+            raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} names no host; add @host:port or "
+                              "?host=/socket/dir")
         dbname = unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE
-        return cls(host=host, port=port, user=unquote(parts.username or "postgres"),
-                   password=unquote(parts.password or ""), dbname=dbname)
+        return cls(host=host, port=_port(url, query.get("port", [netloc_port or 5432])[0]),
+                   user=unquote(parts.username or "postgres"), password=unquote(parts.password or ""),
+                   dbname=dbname)
 
     def with_database(self, dbname: str) -> "DbTarget":
         return replace(self, dbname=dbname)
@@ -64,6 +99,10 @@ class DbTarget:
         if self.host.startswith("/"):
             return f"postgresql+psycopg://{auth}@/{self.dbname}?host={self.host}&port={self.port}"
         return f"postgresql+psycopg://{auth}@{self.host}:{self.port}/{self.dbname}"
+
+    def masked_url(self) -> str:
+        """sqlalchemy_url() with the password shown as *** (for output and messages)."""
+        return mask_url(self.sqlalchemy_url())
 
     def feast_env(self) -> dict[str, str]:
         """The variables `feature_repo/feature_store.yaml` expands."""

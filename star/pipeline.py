@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -58,20 +59,28 @@ def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
 
 def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
                 settings: Settings | None = None, feature_views: list[str] | None = None) -> dict:
+    """`feast materialize` of the views (default: every view Feast has), holding their embedding families' shared
+    lock (no job publishes into them meanwhile, so an older snapshot never overwrites a newer online row); then
+    the views whose rows the window covered are marked online (a new vintage is published now)."""
+    from star.store import embeddings
     from star.store.feast_repo import open_store
+    from star.store.locks import family_lock
 
     started = time.time()
     start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
     end = end or datetime.now(timezone.utc)
-    with contextlib.redirect_stdout(sys.stderr):
-        open_store(target, settings).materialize(start, end, feature_views=feature_views)
-    from star.store import embeddings
-
+    store = open_store(target, settings)
+    views = list(feature_views) if feature_views is not None else [fv.name for fv in store.list_feature_views()]
     with db.connect(target) as conn:
-        embeddings.mark_online(conn, feature_views)
-        conn.commit()
+        families = embeddings.families_of(conn, views)
+    with family_lock(target, families, shared=True):
+        with contextlib.redirect_stdout(sys.stderr):
+            store.materialize(start, end, feature_views=views)
+        with db.connect(target) as conn:
+            published = embeddings.mark_online(conn, views, start=start, end=end)
+            conn.commit()
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
-            "seconds": round(time.time() - started, 2)}
+            **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
 
 
 def trainset(target: DbTarget, cfg, out: Path) -> dict:
@@ -144,8 +153,9 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
                cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
     """`star text embed`: the newest trained adapter (or `adapter`, or the base model) -> new or continued
     versions of member_text_embedding / job_text_embedding, applied in Feast and materialized."""
+    from star.store.locks import family_lock
     from star.text.config import TextModelConfig
-    from star.text.embed import EmbedConfig, embed_texts
+    from star.text.embed import FAMILIES, EmbedConfig, embed_texts
     from star.text.model import TextEncoder, load_model
 
     started = time.time()
@@ -158,24 +168,48 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
     else:
         encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
         lineage = {"adapter_dir": None}
-    results = embed_texts(target, encoder, cfg or EmbedConfig(), lineage=lineage, progress=progress)
-    changed = _to_materialize(target, results)
-    if changed:
-        apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=changed)
+    cfg = dataclasses.replace(cfg or EmbedConfig(), await_feast=True)  # published once Feast serves it
+    with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
+        finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
+        results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress)
+        changed = _finished_views(finished) + _serve_written(target, results, settings)
     return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
             "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 
-def _to_materialize(target: DbTarget, results: list[dict]) -> list[str]:
-    """The views an embedding job must apply and materialize: those it wrote, and those of its families an earlier,
-    killed run published without materializing."""
+def _serve_written(target: DbTarget, results: list[dict], settings: Settings | None) -> list[str]:
+    """Apply and materialize the views an embedding job wrote, and those of its families an earlier, killed run
+    left unserved (online_pending); a new vintage is published by that materialize. Returns the views."""
     from star.store import embeddings
 
     with db.connect(target) as conn:
-        pending = embeddings.online_pending(conn, sorted({r["family"] for r in results}))
+        pending = embeddings.online_pending(conn, sorted({r["family"] for r in results if r.get("family")}))
     wrote = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
-    return wrote + [v for v in pending if v not in wrote]
+    changed = wrote + [v for v in pending if v not in wrote]
+    if changed:
+        apply_features(target, settings)
+        materialize(target, settings=settings, feature_views=changed)
+    return changed
+
+
+def _finished_views(finished: list[dict]) -> list[str]:
+    return [v for f in finished for v in f.get("feature_views", [])]
+
+
+def finish_pending(target: DbTarget, families: list[str], settings: Settings | None = None) -> list[dict]:
+    """Finish what killed jobs left of the families' lifecycle (the caller holds their locks): a retire that
+    did not get to its end, then views published but not yet served by Feast. One dict per finished step."""
+    from star.store import embeddings
+    from star.versions.retire import finish_retires
+
+    done = finish_retires(target, families, settings)
+    with db.connect(target) as conn:
+        pending = embeddings.online_pending(conn, families)
+    if pending:
+        apply_features(target, settings)
+        materialize(target, settings=settings, feature_views=pending)
+        done.append({"step": "serve", "feature_views": pending})
+    return done
 
 
 def newest_graph_model(settings: Settings) -> Path | None:
@@ -236,7 +270,8 @@ def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None,
     """`star graph embed`: the newest graph model (or model_dir) on the graph at the cutoff (default: data end)
     -> versions of member_graph_embedding / job_graph_embedding, applied in Feast and materialized."""
     from star.graph import checkpoint
-    from star.graph.embed import GraphEmbedConfig, embed_graph
+    from star.graph.embed import FAMILIES, GraphEmbedConfig, embed_graph
+    from star.store.locks import family_lock
 
     started = time.time()
     settings = settings or Settings.from_env()
@@ -244,12 +279,11 @@ def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None,
     if model_dir is None:
         raise checkpoint.GraphModelError(f"no graph model under {settings.graph_models}; run `star graph train` "
                                          "first or pass --model DIR")
-    results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg or GraphEmbedConfig(),
-                          progress=progress)
-    changed = _to_materialize(target, results)
-    if changed:
-        apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=changed)
+    cfg = dataclasses.replace(cfg or GraphEmbedConfig(), await_feast=True)  # published once Feast serves it
+    with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
+        finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
+        results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg, progress=progress)
+        changed = _finished_views(finished) + _serve_written(target, results, settings)
     return {"job": "graph embed", "model": str(model_dir), "families": results, "materialized": changed,
             "seconds": round(time.time() - started, 2)}
 
@@ -276,7 +310,7 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
     started = time.time()
     settings = Settings.from_env()
     target = db.up(settings)
-    emit({"job": "db up", "url": target.sqlalchemy_url(), "revision": db.current_revision(target)})
+    emit({"job": "db up", "url": target.masked_url(), "revision": db.current_revision(target)})
     emit(seed_synthetic(target, members=members, jobs=jobs, seed=seed))
     emit(apply_features(target, settings))
     emit(materialize(target, settings=settings))

@@ -21,7 +21,7 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions import compat
-from star.versions.lifecycle import retire
+from star.versions.retire import retire
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
 CUTOFF = pd.Timestamp("2025-02-18T00:00:00Z")

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from star import db
@@ -247,18 +248,27 @@ def test_train_then_embed_uses_the_newest_adapter_and_records_lineage(target, tm
 
 
 def test_a_run_killed_after_publishing_is_applied_and_materialized_by_the_next(target, tiny_dir, monkeypatch):
-    """embed_texts alone = a `star text embed` killed after its database publish, before Feast apply/materialize."""
+    """embed_texts alone, as the job calls it = a `star text embed` killed after its database publish, before Feast
+    apply/materialize: no consumer sees the vintage (SQL or Feast) until the next run serves it."""
     from star import pipeline
+    from star.versions.lifecycle import list_versions
 
     seed_synthetic(target, members=60, jobs=20, seed=4, progress=False)
     encoder = TextEncoder(TextModelConfig(model_dir=tiny_dir))  # as pipeline.text_embed builds it
-    embed_texts(target, encoder, EmbedConfig(entities=("member",)), progress=False)
+    embed_texts(target, encoder, EmbedConfig(entities=("member",), await_feast=True), progress=False)
     assert "member_text_embedding_v1" not in {fv.name for fv in open_store(target).list_feature_views()}
+    with db.connect(target) as conn:
+        (row,) = list_versions(conn, "member_text_embedding")
+        assert (row["status"], row["pending"]) == ("building", "feast apply + materialize, then published")
+        with pytest.raises(psycopg.errors.RaiseException, match="has no servable vintage 1"):
+            conn.execute("SELECT * FROM star.nearest('member_text_embedding', 1, 1, 5)")
 
     out = pipeline.text_embed(target, model_dir=tiny_dir, base=True, cfg=EmbedConfig(entities=("member",)),
                               progress=False)
     assert out["families"][0]["embedded"] == 0 and out["materialized"] == ["member_text_embedding_v1"]
     with db.connect(target) as conn:
+        assert [(r["status"], r["pending"]) for r in list_versions(conn, "member_text_embedding")] == [
+            ("published", None)]
         member, vector = conn.execute("SELECT member_id, embedding::real[] FROM star.member_text_embedding_v1 "
                                       "WHERE is_current ORDER BY 1 LIMIT 1").fetchone()
     online = open_store(target).get_online_features(features=["member_text_embedding_v1:embedding"],
@@ -270,12 +280,12 @@ def test_a_run_killed_after_publishing_is_applied_and_materialized_by_the_next(t
 
 
 def test_a_second_job_on_the_same_family_fails_fast_and_writes_nothing(target, tiny_encoder):
-    from star.store.embeddings import lock_family
+    from star.store.locks import FamilyBusy, lock_family
 
     seed_synthetic(target, members=40, jobs=15, seed=6, progress=False)
     with db.connect(target) as other:  # a running `star text embed` holds the member family
         lock_family(other, "member_text_embedding")
-        with pytest.raises(EmbeddingVersionError, match="another job is writing member_text_embedding right now"):
+        with pytest.raises(FamilyBusy, match="another job is writing or materializing member_text_embedding right"):
             embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",)), progress=False)
         done = embed_texts(target, tiny_encoder, EmbedConfig(entities=("job",)), progress=False)  # others go on
         assert done[0]["embedded"] > 0

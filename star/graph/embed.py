@@ -55,6 +55,9 @@ class GraphEmbedConfig:
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam"})
     candidate: bool = field(default=False, metadata={"help": "a new version becomes 'candidate' (publish it through "
                                                              "the gate: `star versions publish`)"})
+    await_feast: bool = field(default=False, metadata={
+        "help": "a new version stays 'building' until Feast serves it (pipeline: apply + materialize, then it "
+                "becomes published or candidate); `star text|graph embed` set it"})
 
     def __post_init__(self):
         wrong = [e for e in self.entities if e not in FAMILIES]
@@ -99,6 +102,7 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
     from star.graph.checkpoint import adapt, graph_config
     from star.graph.train import infer
     from star.store import embeddings as store
+    from star.store.locks import family_lock
 
     started = time.time()
     cutoff = data_end(target) if cutoff is None else pd.Timestamp(cutoff).tz_convert("UTC")
@@ -118,9 +122,7 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
     out = []
     for entity in cfg.entities:
         family, emb = FAMILIES[entity], z[entity].numpy().astype(np.float32)
-        with connect(target) as conn:
-            store.lock_family(conn, family)
-            conn.commit()
+        with family_lock(target, [family]), connect(target) as conn:
             with conn.transaction():
                 v, created = store.find_or_create(conn, family=family, entity=entity, dim=emb.shape[1],
                                                   kind="graph_embedding", fingerprint=fingerprint,
@@ -141,7 +143,8 @@ def embed_graph(target: DbTarget, ckpt, *, cutoff: pd.Timestamp | None = None,
                    "rows_per_second": round(sum(len(x) for x in z.values()) / infer_seconds, 1)}
             store.publish(conn, v, metrics={"last_run": run, **lineage}, hnsw_m=cfg.hnsw_m,
                           hnsw_ef_construction=cfg.hnsw_ef_construction, analyze=not done,
-                          status="candidate" if cfg.candidate else "published")
+                          status="candidate" if cfg.candidate else "published",
+                          await_feast=cfg.await_feast)
             joint = store_joint_map(conn, ckpt, entity, v.version)
             conn.commit()
             if joint is not None:

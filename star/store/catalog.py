@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 from star.data.format import ENTITIES, ID_COLUMN
 
@@ -33,6 +34,7 @@ class ViewSpec:
     features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list' | 'float_list')"})
     query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
     dim: int | None = field(default=None, metadata={"help": "vector length of an embedding view"})
+    status: str = field(default="published", metadata={"help": "its registry status (star.embedding_versions)"})
 
     @property
     def name(self) -> str:
@@ -41,8 +43,8 @@ class ViewSpec:
 
 def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[tuple[str, str]]:
     if kind == "categorical":
-        table = f"star.{entity}_history"
-        rows = conn.execute(f"SELECT DISTINCT jsonb_object_keys(attrs) FROM {table} ORDER BY 1").fetchall()
+        rows = conn.execute(sql.SQL("SELECT DISTINCT jsonb_object_keys(attrs) FROM {} ORDER BY 1").format(
+            sql.Identifier("star", f"{entity}_history"))).fetchall()
         return [(r[0], "string") for r in rows]
     if kind == "ids":
         rows = conn.execute("SELECT DISTINCT relation FROM star.attribute_edges WHERE entity = %s ORDER BY 1",
@@ -52,27 +54,45 @@ def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[
     return [("text", "string"), ("text_md5", "string")] if has_text else []
 
 
+def _string(query: sql.Composable) -> str:
+    """The plain SQL text Feast's PostgreSQLSource(query=...) stores: identifiers quoted, values inlined as literals
+    (psycopg quotes them without a connection)."""
+    return query.as_string(None)
+
+
+def _table(qualified: str) -> sql.Identifier:
+    """'star.member_text_embedding_v1' (a version's config['table']) -> "star"."member_text_embedding_v1"."""
+    return sql.Identifier(*qualified.split("."))
+
+
+def _id_feature(name: str) -> sql.Composable:
+    """<relation>_ids: every id linked so far; <relation>_latest: the newest one."""
+    relation, part = name.rsplit("_", 1)
+    if part == "ids":
+        expr = sql.SQL("ARRAY(SELECT jsonb_array_elements_text(ids->{}->'all'))").format(sql.Literal(relation))
+    else:
+        expr = sql.SQL("ids->{}->>'latest'").format(sql.Literal(relation))
+    return sql.SQL("{} AS {}").format(expr, sql.Identifier(name))
+
+
 def source_query(entity: str, kind: str, features: list[tuple[str, str]], table: str | None = None) -> str:
-    """SQL over the star tables; identifiers were validated at ingestion (lower-case identifiers)."""
-    key = ID_COLUMN[entity]
+    """SQL over the star tables, composed with psycopg.sql (names as identifiers, values as literals)."""
+    key = sql.Identifier(ID_COLUMN[entity])
     if kind in EMBEDDING_KINDS:
         # Feast cannot read a `vector` column (FIELD-NOTES): hand it real[]
-        return f"SELECT {key}, event_timestamp, created, embedding::real[] AS embedding FROM {table}"
+        return _string(sql.SQL("SELECT {}, event_timestamp, created, embedding::real[] AS embedding FROM {}").format(
+            key, _table(table)))
     if kind == "categorical":
-        cols = ", ".join(f"attrs->>'{name}' AS \"{name}\"" for name, _ in features)
-        return f"SELECT {key}, valid_from AS event_timestamp, created, {cols} FROM star.{entity}_history"
+        cols = sql.SQL(", ").join(sql.SQL("attrs->>{} AS {}").format(sql.Literal(name), sql.Identifier(name))
+                                  for name, _ in features)
+        return _string(sql.SQL("SELECT {}, valid_from AS event_timestamp, created, {} FROM {}").format(
+            key, cols, sql.Identifier("star", f"{entity}_history")))
     if kind == "ids":
-        cols = []
-        for name, _ in features:
-            relation, part = name.rsplit("_", 1)
-            if part == "ids":
-                cols.append(f"ARRAY(SELECT jsonb_array_elements_text(ids->'{relation}'->'all')) AS \"{name}\"")
-            else:
-                cols.append(f"ids->'{relation}'->>'latest' AS \"{name}\"")
-        return (f"SELECT entity_id AS {key}, event_timestamp, created, {', '.join(cols)} "
-                f"FROM star.id_features WHERE entity = '{entity}'")
-    return (f"SELECT entity_id AS {key}, valid_from AS event_timestamp, created, text, text_md5 "
-            f"FROM star.text_snapshots WHERE entity = '{entity}'")
+        cols = sql.SQL(", ").join(_id_feature(name) for name, _ in features)
+        return _string(sql.SQL("SELECT entity_id AS {}, event_timestamp, created, {} FROM star.id_features "
+                               "WHERE entity = {}").format(key, cols, sql.Literal(entity)))
+    return _string(sql.SQL("SELECT entity_id AS {}, valid_from AS event_timestamp, created, text, text_md5 "
+                           "FROM star.text_snapshots WHERE entity = {}").format(key, sql.Literal(entity)))
 
 
 def sync_versions(conn: psycopg.Connection) -> list[str]:
@@ -99,36 +119,44 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
     return created
 
 
-SERVED = ("candidate", "published", "deprecated", "retired")  # building vintages are invisible to Feast; candidates
+SERVABLE = ("published", "deprecated", "retired")  # what consumers read: Feast, SQL (star.nearest), trainsets
+SERVED = ("candidate", *SERVABLE)  # building vintages are invisible to Feast; candidates
 # are applied (shadow views, for the parity gate of `star versions publish`) but not published
 
 
 def retired_query(entity: str, family: str, version: int, served_from: int) -> str:
     """A retired vintage's source: the serving vintage's rows mapped into its space inside PostgreSQL."""
-    key = ID_COLUMN[entity]
-    return (f"SELECT {key}, event_timestamp, created, "
-            f"star.compat_apply('{family}', {served_from}, {version}, embedding) AS embedding "
-            f"FROM star.{family}_v{served_from}")
+    return _string(sql.SQL("SELECT {}, event_timestamp, created, star.compat_apply({}, {}, {}, embedding) AS embedding "
+                           "FROM {}").format(
+        sql.Identifier(ID_COLUMN[entity]), sql.Literal(family), sql.Literal(int(served_from)),
+        sql.Literal(int(version)), sql.Identifier("star", f"{family}_v{served_from}")))
 
 
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
-    """Every served view version (features and embeddings; published, deprecated, or retired and served through a
-    compatibility map), oldest first. Building and candidate versions are invisible."""
+    """Every view version Feast serves or is about to serve, oldest first: features and embeddings that are
+    published, deprecated, candidates (shadow views for the gate), retired (through a compatibility map), and new
+    vintages whose rows are in place but not yet materialized (status 'building' with config.ready_as: applied
+    and materialized before they are published). A vintage whose retire is under way is already served through
+    its map (config.retire_pending / repoint_pending). Other building versions are invisible."""
     rows = conn.execute(
-        "SELECT family, version, entity, dim, config, served_from FROM star.embedding_versions "
-        "WHERE config->>'kind' = ANY(%s) AND status = ANY(%s) ORDER BY family, version",
+        "SELECT family, version, entity, dim, config, served_from, status FROM star.embedding_versions "
+        "WHERE config->>'kind' = ANY(%s) AND (status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) "
+        "ORDER BY family, version",
         (list(FAMILY_KINDS + EMBEDDING_KINDS), list(SERVED))).fetchall()
     specs = []
-    for family, version, entity, dim, config, served_from in rows:
+    for family, version, entity, dim, config, served_from, status in rows:
         kind = config["kind"]
         features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
-        query = retired_query(entity, family, version, served_from) if served_from is not None else \
+        pending = config.get("retire_pending") or config.get("repoint_pending")
+        source = pending["source"] if pending else served_from
+        query = retired_query(entity, family, version, source) if source is not None else \
             source_query(entity, kind, features, config.get("table"))
         specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
-                              query=query))
+                              query=query, status=status))
     return specs
 
 
 def latest_views(conn: psycopg.Connection) -> dict[str, ViewSpec]:
-    """family -> its newest published view."""
-    return {spec.family: spec for spec in published_views(conn)}
+    """family -> its newest view that consumers may read (published, deprecated or retired; not a candidate or a
+    vintage still being published)."""
+    return {spec.family: spec for spec in published_views(conn) if spec.status in SERVABLE}

@@ -6,8 +6,10 @@
                                  graph embeddings (md5 of model fingerprint and graph cutoff)
                                  + HNSW (cosine) over the current snapshot of each entity
     star.<family>_v<k>__staging  UNLOGGED; batches land here and are committed one by one, so a killed run
-                                 keeps its work; `publish` moves them into the version table, builds the index
-                                 (first time) and marks the version published, all in one transaction.
+                                 keeps its work; `publish` moves them into the version table and builds the
+                                 index (first time), in one transaction, marking the version online_pending
+    pipeline: feast apply + materialize -> mark_online: a new version becomes 'published' (or 'candidate') only
+              now, in one UPDATE, so SQL and Feast consumers see it at once, whole and with its rows.
 
 Consumers (Feast views, SQL) only see published versions and whole runs.
 """
@@ -126,16 +128,6 @@ def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: i
     return v, True
 
 
-def lock_family(conn: psycopg.Connection, family: str) -> None:
-    """Hold the family's writer lock for the rest of this session (released when the connection closes, or the
-    process dies): a second embedding job on the same family fails fast instead of racing for its staging table."""
-    (got,) = conn.execute("SELECT pg_try_advisory_lock(hashtext('star.embedding_writer'), hashtext(%s))",
-                          (family,)).fetchone()
-    if not got:
-        raise EmbeddingVersionError(f"another job is writing {family} right now; wait for it to finish, then run "
-                                    "again (it continues where that one stopped)")
-
-
 def ensure_staging(conn: psycopg.Connection, v: EmbeddingVersion) -> None:
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (LIKE {t} INCLUDING DEFAULTS)").format(
         s=v.staging, t=v.table))
@@ -192,9 +184,11 @@ WHERE t.{key} = m.{key} AND t.is_current IS DISTINCT FROM (t.event_timestamp = m
 
 
 def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hnsw_m: int = 16,
-            hnsw_ef_construction: int = 64, analyze: bool = True, status: str = "published") -> int:
+            hnsw_ef_construction: int = 64, analyze: bool = True, status: str = "published",
+            await_feast: bool = False) -> int:
     """Move staged rows into the version table, index it, mark a building version `status` ('published', or
-    'candidate' for the parity gate): one transaction. Returns rows moved."""
+    'candidate' for the parity gate) — or, with await_feast, leave it 'building' until Feast serves it
+    (mark_online) — : one transaction. Returns rows moved."""
     with conn.transaction():
         cur = conn.execute(sql.SQL(
             "INSERT INTO {t} ({key}, event_timestamp, created, {src}, embedding) "
@@ -212,30 +206,59 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
         start, end = conn.execute(sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {t}").format(
             t=v.table)).fetchone()
         # online_pending: Feast has yet to apply / materialize these rows (cleared by pipeline.materialize), so a
-        # job killed between this commit and its materialize is finished by its next run
-        pending = json.dumps({"online_pending": True} if moved or v.status == "building" else {})
+        # job killed between this commit and its materialize is finished by its next run. With await_feast (the
+        # jobs), a new vintage stays 'building' until then (ready_as: the status it gets once Feast serves its
+        # rows), so no consumer, SQL or Feast, ever sees it served without its rows.
+        config = {"online_pending": True} if moved or v.status == "building" else {}
+        new_status = v.status if v.status != "building" else "building" if await_feast else status
+        if v.status == "building" and await_feast:
+            config["ready_as"] = status
         conn.execute(
-            "UPDATE star.embedding_versions SET status = CASE WHEN status = 'building' THEN %s ELSE status END, "
-            "data_start = %s, data_end = %s, metrics = metrics || %s, config = config || %s, updated_at = now() "
-            "WHERE family = %s AND version = %s",
-            (status, start, end, json.dumps(metrics, default=str), pending, v.family, v.version))
+            "UPDATE star.embedding_versions SET status = %s, data_start = %s, data_end = %s, metrics = metrics || %s, "
+            "config = config || %s, updated_at = now() WHERE family = %s AND version = %s",
+            (new_status, start, end, json.dumps(metrics, default=str), json.dumps(config), v.family, v.version))
     if moved and analyze:  # statistics for a new table; later small updates are left to autovacuum
         conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved
 
 
 def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
-    """Feature views of `families` that Feast has (catalog.SERVED) whose newest published rows are not yet
-    materialized."""
+    """Feature views of `families` whose newest rows Feast has yet to serve: served views (catalog.SERVED) with
+    unmaterialized rows, and new vintages waiting to be applied and materialized before they are published."""
     from star.store.catalog import SERVED
 
     return [r[0] for r in conn.execute(
-        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND status = ANY(%s) AND "
+        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND "
+        "(status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) AND "
         "(config->>'online_pending')::boolean ORDER BY family, version", (list(families), list(SERVED)))]
 
 
-def mark_online(conn: psycopg.Connection, views: list[str] | None) -> None:
-    """The views' rows are materialized (None: every view)."""
-    conn.execute("UPDATE star.embedding_versions SET config = config - 'online_pending' WHERE config ? "
-                 "'online_pending' AND (%(v)s::text[] IS NULL OR feature_view = ANY(%(v)s::text[]))",
-                 {"v": None if views is None else list(views)})
+MARK_ONLINE = """
+UPDATE star.embedding_versions
+SET status = coalesce(config->>'ready_as', status), config = config - 'online_pending' - 'ready_as',
+    updated_at = CASE WHEN config ? 'ready_as' THEN now() ELSE updated_at END
+WHERE config ? 'online_pending' AND feature_view = ANY(%(views)s::text[])
+  AND (data_start IS NULL OR data_start >= %(start)s) AND (data_end IS NULL OR data_end <= %(end)s)
+"""
+
+
+def mark_online(conn: psycopg.Connection, views: list[str], *, start, end) -> list[str]:
+    """Feast now serves these views' rows, materialized over [start, end]: clear the online_pending marks of those
+    whose rows the window covered, and such a new vintage becomes what its job asked for (published, or
+    candidate). Returns the views that changed status."""
+    args = {"views": list(views), "start": start, "end": end}
+    flipped = [r[0] for r in conn.execute(
+        "SELECT feature_view FROM star.embedding_versions WHERE config ? 'ready_as' AND config ? 'online_pending' "
+        "AND feature_view = ANY(%(views)s::text[]) AND (data_start IS NULL OR data_start >= %(start)s) "
+        "AND (data_end IS NULL OR data_end <= %(end)s)", args)]
+    conn.execute(MARK_ONLINE, args)
+    return flipped
+
+
+def families_of(conn: psycopg.Connection, views: list[str]) -> list[str]:
+    """The embedding families these feature views belong to."""
+    from star.store.catalog import EMBEDDING_KINDS
+
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT family FROM star.embedding_versions WHERE feature_view = ANY(%s) AND config->>'kind' = "
+        "ANY(%s) ORDER BY 1", (list(views), list(EMBEDDING_KINDS)))]

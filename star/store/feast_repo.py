@@ -117,3 +117,32 @@ def require_applied(store: FeatureStore, views: set[str]) -> None:
     if missing:
         raise FeatureRepoError(f"feature view(s) {', '.join(missing)} are registered but not applied in Feast; run "
                                "`star features apply` (or `feast -c feature_repo apply`) first")
+
+
+def online_table(store: FeatureStore, view: str) -> tuple[str, str]:
+    """(schema, table) of a view's rows in the postgres online store."""
+    cfg = store.config
+    return cfg.online_store.db_schema or cfg.online_store.user, f"{cfg.project}_{view}"
+
+
+def delete_online_rows(target: DbTarget, store: FeatureStore, view: str, entity: str, ids: list[int]) -> int:
+    """Remove entities' rows from a view's online table, so Feast serves them as missing (not stale). Returns the
+    rows deleted."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from psycopg import sql
+
+    from star.db import connect
+
+    version = store.config.entity_key_serialization_version
+    keys = [serialize_entity_key(EntityKey(join_keys=[ENTITY[entity].join_key], entity_values=[Value(int64_val=i)]),
+                                 entity_key_serialization_version=version) for i in ids]
+    schema, table = online_table(store, view)
+    with connect(target) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()[0] is None:
+            return 0
+        cur = conn.execute(sql.SQL("DELETE FROM {} WHERE entity_key = ANY(%s)").format(
+            sql.Identifier(schema, table)), (keys,))
+        conn.commit()
+        return cur.rowcount

@@ -5,7 +5,7 @@ thousand entity rows the planner picks nested loops over the whole join and the 
 (FIELD-NOTES: 10k rows 41 s). Here each entity row looks up its one feature row through the source's
 (entity key, event time) index:
 
-    entity_df --COPY--> table e (+ row number)
+    entity_df --COPY--> temporary table e (+ row number), on the connection that runs the join
     SELECT e.*, fv.* FROM e LEFT JOIN LATERAL (
         SELECT features FROM source WHERE key = e.key AND event_timestamp <= e.event_timestamp
         ORDER BY event_timestamp DESC, created DESC LIMIT 1) fv ON true
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Iterator, List, Literal, Optional, Union
+from typing import Callable, Iterator, List, Literal, Optional, Union
 
 import pandas as pd
 import pyarrow as pa
@@ -36,7 +36,8 @@ from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.utils.postgres.connection_utils import _get_conn
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.repo_config import RepoConfig
-from feast.type_map import arrow_to_pg_type
+from feast.errors import ZeroColumnQueryResult
+from feast.type_map import arrow_to_pg_type, pg_type_code_to_arrow
 from psycopg import sql
 
 from star.store.pgcopy import rows
@@ -84,16 +85,49 @@ def point_in_time_sql(contexts: list, entity_table: str, entity_columns: list[st
     return f"SELECT {', '.join(selects)}\nFROM {_q(entity_table)} AS e\n{joins}\nORDER BY e.{_q(ROW)}"
 
 
-def _upload(config: RepoConfig, df: pd.DataFrame, table: str) -> None:
-    """COPY the entity rows (stock Feast inserts them row by row), then ANALYZE."""
+def _upload(cur, df: pd.DataFrame, table: str) -> None:
+    """COPY the entity rows into a temporary table (stock Feast inserts them row by row into a real one), then
+    ANALYZE. Temporary: a consumer role needs no CREATE privilege (only the database's TEMPORARY, which PostgreSQL
+    grants to everyone by default), and nothing outlives the connection, even when the process dies."""
     arrow = pa.Table.from_pandas(df, preserve_index=False)
     columns = ", ".join(f"{_q(f.name)} {arrow_to_pg_type(str(f.type))}" for f in arrow.schema)
-    with _get_conn(config.offline_store) as conn, conn.cursor() as cur:
-        cur.execute(f"CREATE UNLOGGED TABLE {_q(table)} ({columns})")
-        with cur.copy(f"COPY {_q(table)} FROM STDIN") as cp:
-            for row in rows(df):
-                cp.write_row(row)
-        cur.execute(f"ANALYZE {_q(table)}")
+    cur.execute(f"CREATE TEMPORARY TABLE {_q(table)} ({columns}) ON COMMIT DROP")
+    with cur.copy(f"COPY {_q(table)} FROM STDIN") as cp:
+        for row in rows(df):
+            cp.write_row(row)
+    cur.execute(f"ANALYZE {_q(table)}")
+
+
+def _arrow(cur, query: str) -> pa.Table:
+    """The result of the executed `query` as Arrow, typed as stock Feast types it (PostgreSQLRetrievalJob)."""
+    if not cur.description:
+        raise ZeroColumnQueryResult(query)
+    schema = pa.schema([(c.name, pg_type_code_to_arrow(c.type_code)) for c in cur.description])
+    data = cur.fetchall()
+    return pa.Table.from_arrays([pa.array([row[i] for row in data]) for i in range(len(schema))], schema=schema)
+
+
+class StarRetrievalJob(PostgreSQLRetrievalJob):
+    """Uploads the entity rows and runs the point-in-time join on one connection, in one transaction (the entity
+    table is temporary, so it exists on that connection only). `to_sql()` shows the join over a table name that
+    exists only while the job runs, as stock Feast's does."""
+
+    def __init__(self, *, entity: pd.DataFrame, join_sql: Callable[[str], str], **kwargs):
+        self._entity, self._join_sql = entity, join_sql
+
+        @contextlib.contextmanager
+        def query() -> Iterator[str]:
+            yield join_sql("feast_entity_df")
+
+        super().__init__(query=query, **kwargs)
+
+    def _to_arrow_internal(self, timeout: Optional[int] = None) -> pa.Table:
+        table = f"feast_entity_df_{uuid.uuid4().hex}"
+        with _get_conn(self.config.offline_store) as conn, conn.transaction(), conn.cursor() as cur:
+            _upload(cur, self._entity, table)
+            query = self._join_sql(table)
+            cur.execute(query)
+            return _arrow(cur, query)
 
 
 class StarPostgreSQLOfflineStore(PostgreSQLOfflineStore):
@@ -127,18 +161,9 @@ class StarPostgreSQLOfflineStore(PostgreSQLOfflineStore):
             (ts.min().to_pydatetime(), ts.max().to_pydatetime()))
         entity_columns = list(entity_df.columns)
 
-        @contextlib.contextmanager
-        def query() -> Iterator[str]:
-            table = f"feast_entity_df_{uuid.uuid4().hex}"
-            _upload(config, entity, table)
-            try:
-                yield point_in_time_sql(contexts, table, entity_columns, ts_col, full_feature_names)
-            finally:
-                with _get_conn(config.offline_store) as conn:
-                    conn.execute(f"DROP TABLE IF EXISTS {_q(table)}")
-
-        return PostgreSQLRetrievalJob(
-            query=query,
+        return StarRetrievalJob(
+            entity=entity,
+            join_sql=lambda table: point_in_time_sql(contexts, table, entity_columns, ts_col, full_feature_names),
             config=config,
             full_feature_names=full_feature_names,
             on_demand_feature_views=OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry),

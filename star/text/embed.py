@@ -36,6 +36,9 @@ class EmbedConfig:
     version: int | None = field(default=None, metadata={"help": "continue exactly this version (checked)"})
     candidate: bool = field(default=False, metadata={"help": "a new version becomes 'candidate' (publish it through "
                                                              "the gate: `star versions publish`)"})
+    await_feast: bool = field(default=False, metadata={
+        "help": "a new version stays 'building' until Feast serves it (pipeline: apply + materialize, then it "
+                "becomes published or candidate); `star text|graph embed` set it"})
     hnsw_m: int = field(default=16, metadata={"help": "HNSW graph degree"})
     hnsw_ef_construction: int = field(default=64, metadata={"help": "HNSW build beam (FIELD-NOTES: 64 -> 23 s/100k)"})
 
@@ -81,12 +84,11 @@ def _empty_ids(conn, entity: str, skip: bool) -> list[int]:
 def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, lineage: dict,
                  progress: bool = True) -> dict:
     from star.store import embeddings as store
+    from star.store.locks import family_lock
 
     started = time.time()
     family, fingerprint = FAMILIES[entity], encoder.fingerprint()
-    with connect(target) as conn:
-        store.lock_family(conn, family)
-        conn.commit()
+    with family_lock(target, [family]), connect(target) as conn:
         _check_requested(conn, cfg, family, fingerprint, encoder.dim)
         _empty_ids(conn, entity, cfg.skip_empty)
         with conn.transaction():
@@ -112,7 +114,8 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
                "texts_per_second": round(len(todo) / encode_seconds, 1) if encode_seconds else None}
         store.publish(conn, v, metrics={"last_run": run, "texts": total, **lineage},
                       hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-                      analyze=v.status == "building", status="candidate" if cfg.candidate else "published")
+                      analyze=v.status == "building", status="candidate" if cfg.candidate else "published",
+                          await_feast=cfg.await_feast)
     return {"family": family, "version": v.version, "feature_view": v.name, "new_version": created, "dim": v.dim,
             **run, "seconds": round(time.time() - started, 2)}
 

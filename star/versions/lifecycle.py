@@ -9,25 +9,18 @@
                               of "<family>_v<j>:embedding" change nothing for the consumer)
     SQL                       star.nearest(family, j, id, k) (migration 0002) translates query and candidates
 
-retire(): 1. map k -> j (stored, or composed and checked against a direct fit), its rows into
-star.embedding_compat_rows, status 'retired' + served_from; vintages j served (retired before it) move to k through
-the composed map k -> j -> i; one transaction; 2. feast apply + materialize the view
-(online rows now translated) + VACUUM of its online table; 3. drop the old table. A run that fails after 1 is
-finished by running retire again; before 1 nothing changed.
+Retiring itself (plan, serve in Feast, flip; resumable after a kill) lives in star/versions/retire.py.
 """
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from star.config import DbTarget, Settings
 from star.data.format import ID_COLUMN
-from star.db import connect
 from star.errors import StarError
 from star.store.catalog import EMBEDDING_KINDS
 from star.versions import compat
@@ -43,13 +36,20 @@ class VersionError(StarError):
 VERSIONS = """
 SELECT v.family, v.version, v.entity, v.dim, v.status, v.served_from, v.feature_view, v.model,
        v.data_start, v.data_end, v.created_at, v.updated_at,
-       (SELECT count(*) FROM star.embedding_consumers c WHERE c.family = v.family AND c.version = v.version)
+       (SELECT count(*) FROM star.embedding_consumers c WHERE c.family = v.family AND c.version = v.version),
+       -- work a killed job left; the next lifecycle command or embedding job on the family finishes it
+       CASE WHEN v.config ? 'retire_pending' THEN 'retire (served from v' || (v.config->'retire_pending'->>'source')
+                                                   || ' in Feast, from its own rows in SQL)'
+            WHEN v.config ? 'repoint_pending' THEN 'repoint to v' || (v.config->'repoint_pending'->>'source')
+            WHEN v.config ? 'ready_as' THEN 'feast apply + materialize, then ' || (v.config->>'ready_as')
+            WHEN (v.config->>'online_pending')::boolean THEN 'materialize'
+       END
 FROM star.embedding_versions v
 WHERE v.config->>'kind' = ANY(%(kinds)s) AND (%(family)s::text IS NULL OR v.family = %(family)s)
 ORDER BY v.family, v.version
 """
 COLUMNS = ("family", "version", "entity", "dim", "status", "served_from", "feature_view", "model", "data_start",
-           "data_end", "created_at", "updated_at", "consumers")
+           "data_end", "created_at", "updated_at", "consumers", "pending")
 
 
 def list_versions(conn: psycopg.Connection, family: str | None = None) -> list[dict]:
@@ -199,103 +199,6 @@ def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
     conn.execute("UPDATE star.embedding_versions SET status = 'deprecated', updated_at = now() WHERE family = %s "
                  "AND version = %s", (family, version))
     return {"family": family, "version": version, "status": "deprecated"}
-
-
-def _mark_retired(conn: psycopg.Connection, family: str, version: int, source: int | None) -> dict:
-    v = version_row(conn, family, version)
-    if v["status"] == "retired":
-        return v
-    if v["status"] not in ("published", "deprecated"):
-        raise VersionError(f"{family} v{version} is {v['status']}; only a published or deprecated vintage can be "
-                           "retired")
-    newer = [r for r in list_versions(conn, family) if r["status"] == "published" and r["version"] != version]
-    if source is None:
-        if not newer:
-            raise VersionError(f"{family} v{version} is the only published vintage: retiring it would leave its "
-                               "consumers nothing to be served from; publish a newer vintage first")
-        source = newer[-1]["version"]
-    elif source not in [r["version"] for r in newer]:
-        raise VersionError(f"{family} v{source} is not a published vintage to serve v{version} from; "
-                           + (f"pass one of {[r['version'] for r in newer]} as --source" if newer else
-                              "no other vintage is published: publish a newer one first"))
-    m = serving_map(conn, family, source, version, v["entity"])
-    _serve(conn, m, m.metrics.get("chained", [[source, version]]))
-    return version_row(conn, family, version)
-
-
-def _serve(conn: psycopg.Connection, m: compat.CompatMap, through: list) -> None:
-    """Serve retired vintage m.to_version from m.from_version through m (its rows for star.compat_apply)."""
-    _write_rows(conn, m)
-    conn.execute("UPDATE star.embedding_versions SET status = 'retired', served_from = %s, updated_at = now(), "
-                 "config = config || %s WHERE family = %s AND version = %s",
-                 (m.from_version, json.dumps({"served_through": through}), m.family, m.to_version))
-
-
-def _repoint_dependents(conn: psycopg.Connection, family: str, version: int) -> None:
-    """Retired vintages served from `version`, which has just been retired itself: served from its source from now
-    on, through the composed map source -> version -> them (their own rows are gone, so no direct fit can check
-    the chain)."""
-    v = version_row(conn, family, version)
-    first = compat.load(conn, family, v["served_from"], version)
-    for r in conn.execute("SELECT version, config->'served_through' FROM star.embedding_versions WHERE family = %s "
-                          "AND status = 'retired' AND served_from = %s ORDER BY version", (family, version)
-                          ).fetchall():
-        dependent, through = r[0], r[1] or [[version, r[0]]]
-        chained = compat.compose([first, compat.load(conn, family, version, dependent)])
-        chained.metrics.update(repointed_from=version)
-        compat.store(conn, chained)
-        _serve(conn, chained, first.metrics.get("chained", [[first.from_version, version]]) + through)
-
-
-def _served_through(conn: psycopg.Connection, family: str, version: int) -> list[int]:
-    """Retired vintages whose serving chain passes through `version` (their online rows follow its map)."""
-    return [r[0] for r in conn.execute(
-        "SELECT version FROM star.embedding_versions WHERE family = %s AND status = 'retired' AND version <> %s AND "
-        "EXISTS (SELECT 1 FROM jsonb_array_elements(config->'served_through') h WHERE (h->>0)::int = %s) "
-        "ORDER BY version", (family, version, version))]
-
-
-def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> None:
-    """Re-materializing rewrote every online row of the view: reclaim the dead half so lookups stay as fast as
-    a native vintage's (measured: 1.15x at 100 entities without it)."""
-    from star.store.feast_repo import open_store
-
-    table = f"feast_online.{open_store(target, settings).project}_{view}"
-    with connect(target, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:
-            schema, name = table.split(".")
-            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, name)))
-
-
-def retire(target: DbTarget, family: str, version: int, *, source: int | None = None,
-           settings: Settings | None = None) -> dict:
-    """Retire a vintage and keep serving it from `source` (default: the newest published) through the map."""
-    from star.pipeline import apply_features, materialize
-
-    with connect(target) as conn:
-        with conn.transaction():
-            conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
-            v = _mark_retired(conn, family, version, source)
-            _repoint_dependents(conn, family, version)
-            views = [f"{family}_v{k}" for k in [version, *_served_through(conn, family, version)]]
-            cos = _map_cos(compat.load(conn, family, v["served_from"], version))
-    apply_features(target, settings)
-    materialize(target, settings=settings, feature_views=views)
-    for view in views:
-        _vacuum_online(target, view, settings)
-    with connect(target) as conn:
-        with conn.transaction():
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=_table(family, version)))  # + its HNSW
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(
-                t=sql.Identifier("star", f"{family}_v{version}__staging")))
-    out = {"job": "versions retire", "family": family, "version": version, "status": "retired",
-           "served_from": v["served_from"], "consumers": v["consumers"], "map_cos_mean": cos}
-    if cos is not None and cos < GATE_COS:
-        out["warning"] = (f"the map v{v['served_from']} -> v{version} reproduces v{version}'s vectors with mean "
-                          f"cosine {cos:.3f} (< {GATE_COS}, the publish gate's default): its consumers now get "
-                          "noticeably different vectors. Check them, or next time publish through the gate "
-                          "(`star versions publish`) before retiring")
-    return out
 
 
 GATE_COS = 0.97  # the parity gate's default smallest held-out mean cosine (star versions publish --min-mean)

@@ -34,7 +34,19 @@ def _pinned(ranker, family: str, candidate: int) -> int:
 def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str = "apply",
             max_auc_drop: float = 0.005, min_mean: float = 0.97, min_p5: float = 0.94,
             min_overlap: float | None = None, settings: Settings | None = None) -> dict:
-    """Gate candidate `family` v`version` against the ranker's vintage; publish it when the gate passes."""
+    """Gate candidate `family` v`version` against the ranker's vintage; publish it when the gate passes (holding
+    the family's lock, after finishing what a killed job left)."""
+    from star.pipeline import finish_pending
+    from star.store.locks import family_lock
+
+    with family_lock(target, [family]):
+        finish_pending(target, [family], settings)
+        return _publish(target, family, version, ranker_dir=ranker_dir, task=task, max_auc_drop=max_auc_drop,
+                        min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap, settings=settings)
+
+
+def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str, max_auc_drop: float,
+             min_mean: float, min_p5: float, min_overlap: float | None, settings: Settings | None) -> dict:
     from star.pipeline import apply_features, materialize
     from star.ranker.model import load
     from star.store.trainset import TrainsetConfig, build_trainset
