@@ -325,6 +325,21 @@ def marked(family: str, version: int, mark: str) -> Probe:
     return Probe(f"{family} v{version} marked {mark}", value, lambda b, n, t: n and not b)
 
 
+def marked_for(family: str, version: int, mark: str, seconds: float) -> Probe:
+    """`seconds` after this run set config.mark (e.g. online_pending: rows moved, Feast not yet serving them;
+    retire_pending: a retire's plan committed): a point inside a window that lasts, rather than an instant."""
+    seen: dict[str, float] = {}
+
+    def value(conn, app):
+        r = conn.execute("SELECT config ? %s FROM star.embedding_versions WHERE family = %s AND version = %s",
+                         (mark, family, version)).fetchone()
+        if r and r[0]:
+            seen.setdefault("t", time.monotonic())
+        return bool(r and r[0])
+    return Probe(f"{seconds:.2f} s after {family} v{version} got {mark}", value,
+                 lambda b, n, t: bool(n and not b and time.monotonic() - seen["t"] >= seconds))
+
+
 def rows_grow(family: str, version: int) -> Probe:
     """Rows moved into the vintage's own table (published in SQL or, awaiting Feast, still building)."""
     table = f"star.{family}_v{version}"
