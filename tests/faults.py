@@ -421,6 +421,14 @@ def run_star(target, home: Path, args: list[str], ledger: Ledger, where: str, ti
     return done.returncode == 0
 
 
+def _poll(probe: Probe, conn, app: str, fallback):
+    """The probe's value; a table the job drops between our existence check and our count reads as `fallback`."""
+    try:
+        return probe.value(conn, app)
+    except psycopg.errors.UndefinedTable:
+        return fallback
+
+
 def kill_run(target, home: Path, args: list[str], probe: Probe, ledger: Ledger, families: list[str],
              timeout: float = 240) -> bool:
     """Launch `star ARGS`, SIGKILL its process group when the probe fires; True if killed (False: it finished
@@ -428,12 +436,12 @@ def kill_run(target, home: Path, args: list[str], probe: Probe, ledger: Ledger, 
     app = f"star-fault-{uuid.uuid4().hex[:10]}"
     log = home / f"{app}.log"
     with conn_of(target) as conn, open(log, "w") as out:
-        base = probe.value(conn, app)
+        base = _poll(probe, conn, app, None)
         proc = subprocess.Popen([STAR, *args], env=star_env(target, home, app), cwd=home, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         t0 = time.monotonic()
         while proc.poll() is None:
-            if probe.fires(base, probe.value(conn, app), time.monotonic() - t0):
+            if probe.fires(base, _poll(probe, conn, app, base), time.monotonic() - t0):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 break

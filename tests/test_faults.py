@@ -27,7 +27,7 @@ from star.versions.lifecycle import fit_map
 from star.versions.retire import retire
 from tests.fault_readers import Readers
 from tests.faults import (Ledger, after, busy, check_world, feast_state, finish, kill_run, market_counts, marked,
-                          marked_for, online_grows, rows_grow, run_star, staging_grows, status_becomes, version_appears,
+                          marked_for, rows_grow, run_star, staging_grows, status_becomes, version_appears,
                           write_summary)
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
@@ -226,7 +226,7 @@ def test_killed_retire_keeps_serving_and_the_rerun_finishes(target, tmp_path, mo
     check_world(target, ledger, f"versions retire {MT} 1 rerun")
     # killed once its plan committed, a retire is finished by the next embedding job on the family
     kills += _kill_series(target, tmp_path, ledger, ["versions", "retire", JT, "1"],
-                          [after(rng.uniform(0.5, 2.0)), marked_for(JT, 1, "retire_pending", rng.uniform(0.2, 1.0))],
+                          [after(rng.uniform(0.3, 1.0)), marked_for(JT, 1, "retire_pending", rng.uniform(0.2, 1.0))],
                           [JT], name=f"versions retire {JT} 1")
     finish(ledger, f"text embed {JT} after a killed retire", _embed, target, models["bert"][1])
     check_world(target, ledger, f"text embed (the next job on {JT}) after a retire killed once retired")
