@@ -374,7 +374,8 @@ def test_a_column_absent_from_a_reload_keeps_its_values(target, tmp_path):
     after = _history(target)
     assert after[(1, "2025-03-01")] == {"seniority": "lead", "location": "berlin"}  # same key: location kept
     assert after[(1, "2025-05-01")] == {"seniority": "principal", "location": "berlin"}  # later: carried forward
-    assert after[(1, "2025-01-01")] == before[(1, "2025-01-01")] and after[(2, "1970-01-01")] == before[(2, "1970-01-01")]
+    assert after[(1, "2025-01-01")] == before[(1, "2025-01-01")]
+    assert after[(2, "1970-01-01")] == before[(2, "1970-01-01")]
     assert counts["member_history"] == 2 and counts["new_feature_views"] == []
     again = load(target, read_dir(tiny_market.write(tmp_path / "b", data)))  # and again: nothing changes
     assert again["member_history"] == 0 and _history(target) == after
