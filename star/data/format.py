@@ -87,11 +87,11 @@ def _ints(fr: Frame, column: str, what: str, raw: pd.Series | None = None) -> pd
     """Ids as int64, parsed exactly (no float round trip): digits, or a whole number of a float column (as Parquet
     stores an integer column with gaps) below 2**53; nothing outside int64 (PostgreSQL bigint)."""
     raw = fr.df[column] if raw is None else raw
-    missing = _blank(raw)
     if not pd.api.types.is_numeric_dtype(raw):
         num = pd.to_numeric(raw, errors="coerce")
         if num.dtype == np.int64:  # the common case: all digits within int64, parsed exactly
             return num
+    missing = _blank(raw)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         raise _fail(fr, i, column, f"{what} is missing", f"give every row a {column}")
