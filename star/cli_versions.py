@@ -45,7 +45,8 @@ def versions_show(family: str, version: int) -> None:
 
 @versions_app.command("consumer")
 def versions_consumer(family: str, version: int, consumer: str,
-                      kind: str = typer.Option("ranker", help="ranker | feature_service | job | other")) -> None:
+                      kind: str = typer.Option("ranker", help="ranker | feature_service | job | other "
+                                                              "(docs/versions.md)")) -> None:
     """Record that CONSUMER reads FAMILY vVERSION (shown by `show` before a retirement)."""
     from star.db import connect
     from star.versions.lifecycle import register_consumer
@@ -114,7 +115,7 @@ def versions_retire(family: str, version: int,
 def compat_fit(family: str, from_: int = typer.Option(..., "--from", help="the newer vintage (input)"),
                to: int = typer.Option(..., "--to", help="the older vintage (output space)"),
                ridge: float = typer.Option(1e-3, help="ridge strength (x mean diagonal of X'X)"),
-               holdout: float = typer.Option(0.2, help="held-out share for the fit metrics")) -> None:
+               holdout: float = typer.Option(0.2, help="held-out share for the fit metrics, in (0, 1)")) -> None:
     """Fit W (and bias) so that W E_from + b ~ E_to on the entities current in both; store it."""
     from star.db import connect
     from star.pipeline import finish_pending

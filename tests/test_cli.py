@@ -38,6 +38,31 @@ CASES = {
     "unknown family": (["versions", "list", "nosuchfamily"], "no embedding family 'nosuchfamily'; the registry has"),
     "map onto itself": (["compat", "fit", "member_text_embedding", "--from", "2", "--to", "2"],
                         "--from 2 and --to 2 are the same vintage"),
+    "map from the older vintage": (["compat", "fit", "member_text_embedding", "--from", "1", "--to", "2"],
+                                   "--from 1 is older than --to 2; --from is the newer vintage (its vectors go in), "
+                                   "--to the older one (its space comes out): swap them, --from 2 --to 1"),
+    "map without held-out rows": (["compat", "fit", "member_text_embedding", "--from", "2", "--to", "1",
+                                   "--holdout", "0"], "holdout=0 leaves no held-out rows, so the fit metrics would "
+                                                      "be in-sample"),
+    "unknown consumer kind": (["versions", "consumer", "member_text_embedding", "1", "ranker_a", "--kind", "bogus"],
+                              "consumer kind 'bogus' is unknown; pass --kind with one of ranker, feature_service, "
+                              "job, other"),
+    "no text training steps": (["text", "train", "--max-steps", "0"], "max_steps=0 must be >= 1; pass --max-steps"),
+    "no text epochs": (["text", "train", "--epochs", "0"], "epochs=0 must be >= 1; pass --epochs"),
+    "text batch of one": (["text", "train", "--batch", "1"], "per_device_batch=1 must be >= 2 (the triplet loss "
+                                                             "mines in-batch); pass --batch"),
+    "no graph epochs": (["graph", "train", "--epochs", "0"], "epochs=0 must be >= 1; pass --epochs"),
+    "no graph steps per epoch": (["graph", "train", "--steps-per-epoch", "0"],
+                                 "steps_per_epoch=0: must be >= 1; pass --steps-per-epoch"),
+    "no evaluation window": (["graph", "train", "--eval-days", "0"], "days=0.0: must be > 0; pass --eval-days"),
+    "graph evaluated after the data": (["graph", "train", "--cutoff", "2026-01-01"],
+                                       "has 0 pairs to evaluate on: 0 apply/dismiss interaction(s) in it"),
+    "trainset window without labels": (["trainset", "--out", "x.parquet", "--start", "2025-06-01"],
+                                       "0 'apply' interactions (label 1) in the window [--start 2025-06-01"),
+    "synthetic market too large": (["seed", "--synthetic", "--members", "100000000"],
+                                   "--members 100000000 --jobs 400 --months 6 needs about"),
+    "synthetic months in the future": (["seed", "--synthetic", "--months", "1200"],
+                                       "--months 1200 from 2025-01-01 ends 2125-01-01, in the future"),
 }
 
 
@@ -61,3 +86,24 @@ def test_an_unreachable_server_is_one_line_naming_it():
                           env={**os.environ, "STAR_DATABASE_URL": "postgresql://u:p@127.0.0.1:1/star"})
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "star: error: cannot connect to database 'star' on 127.0.0.1:1" in done.stderr
+
+
+def test_a_parquet_time_in_year_3000_is_one_line(target, tmp_path):
+    """pandas' OutOfBoundsDatetime was a traceback."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = tiny_market.write(tmp_path / "m")
+    members = tiny_market.frames()["members"].drop(columns="valid_from")
+    table = pa.Table.from_pandas(members, preserve_index=False).append_column(
+        "valid_from", pa.array([dt.datetime(2025, 1, 1), dt.datetime(3000, 1, 1), None], pa.timestamp("us")))
+    (directory / "members.csv").unlink()
+    pq.write_table(table, directory / "members.parquet")
+    star = str(Path(sys.executable).with_name("star"))
+    done = subprocess.run([star, "seed", "--from", str(directory)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "STAR_DATABASE_URL": target.sqlalchemy_url()})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert ("star: error: members.parquet, row 2, column 'valid_from': 3000-01-01T00:00:00+00:00 is in the future"
+            in done.stderr)

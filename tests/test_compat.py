@@ -66,7 +66,21 @@ def test_stored_matrix_uses_all_rows_and_heldout_measures_unseen_rows():
     split, whole = _fit(x, y, holdout=0.2, seed=3), _fit(x, y, holdout=0)
     np.testing.assert_allclose(split.matrix, whole.matrix)  # refit on all rows, whatever the split
     assert split.metrics["heldout"]["r2"] < split.metrics["train"]["r2"] - 0.05
-    assert whole.metrics["heldout"] == whole.metrics["train"] and whole.metrics["holdout_rows"] == 0
+    assert whole.metrics["heldout"] is None and whole.metrics["holdout_rows"] == 0  # in-sample is not held out
+
+
+def test_in_sample_metrics_are_never_read_as_the_maps_quality():
+    """--holdout 0 reported in-sample metrics (0.9995) as held-out (a real 0.903), and retire trusted them."""
+    from star.versions.gate import check_alignment
+    from star.versions.lifecycle import _map_cos
+
+    x, y, _, _ = _linear(70, 48, 20, noise=1.0)
+    whole, split = _fit(x, y, holdout=0), _fit(x, y, holdout=0.2)
+    assert _map_cos(whole) is None and not check_alignment(whole)["passed"]
+    assert _map_cos(split) == round(split.metrics["heldout"]["cos_mean"], 4)
+    stored_before = CompatMap(family="fam", from_version=2, to_version=1, matrix=whole.matrix,  # as stored before
+                              metrics={**whole.metrics, "heldout": whole.metrics["train"]})  # the fix
+    assert _map_cos(stored_before) is None
 
 
 def test_different_dims_apply_shapes_and_normalize():

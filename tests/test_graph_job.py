@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from star import db
+from star.errors import ConfigError
 from star.graph import checkpoint, evaluate
 from star.graph.build import GraphConfig, build_graph
 from star.graph.embed import GraphEmbedConfig, data_end, embed_graph
@@ -125,6 +126,16 @@ def test_window_pairs_and_cold_start_cohort(target):
     cold = evaluate.cold_start_members(mg)
     for i, member in enumerate(mg.node_ids["member"].tolist()):
         assert bool(cold[i]) == (counts.get(member, 0) <= 1)
+
+
+def test_an_evaluation_window_without_pairs_is_an_error_naming_the_options(target):
+    """A cutoff at the data's end (e.g. moved there by a future time) evaluated on 0 pairs and exited 0."""
+    end = _market(target)
+    mg = build_graph(target, GraphConfig(cutoff=end))
+    with pytest.raises(ConfigError, match=r"the evaluation window \(.*\] \(cutoff \+ 14 days\) has 0 pairs to "
+                                          r"evaluate on: 0 apply interaction\(s\) in it.*Pass an earlier --cutoff "
+                                          r"or a longer --eval-days"):
+        evaluate.window_pairs(target, mg, [("member", "apply", "job")], days=14)
 
 
 def test_ablation_reports_every_variant_with_lift_and_cold_start(target, tiny_encoder, tmp_path):

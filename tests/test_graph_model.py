@@ -335,3 +335,13 @@ def test_a_time_split_of_edges_all_at_one_time_says_why_it_cannot_split():
     g.edges[apply].data["ts"] = torch.full((4,), 1.7e9, dtype=torch.float64)
     with pytest.raises(ConfigError, match=r"4 task edges by the cutoff have 1 distinct time\(s\).*needs at least two"):
         split_by_time(g, [apply], 0.2)
+
+
+def test_a_graph_without_task_edges_by_the_cutoff_names_the_cutoff():
+    """An empty task edge set used to index an empty array (IndexError) instead of saying what to change."""
+    apply = ("member", "apply", "job")
+    g = dgl.heterograph({apply: (torch.tensor([], dtype=torch.int64), torch.tensor([], dtype=torch.int64))},
+                        num_nodes_dict={"member": 3, "job": 2})
+    g.edges[apply].data["ts"] = torch.zeros(0, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"0 apply edges by its cutoff: nothing to train on; pass a later --cutoff"):
+        split_by_time(g, [apply], 0.2)

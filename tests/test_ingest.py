@@ -264,3 +264,149 @@ def test_star_seed_cli_reports_bad_input_and_exits_2(target, tmp_path):
     assert "star: error: members.csv, row 2 (line 3), column 'member_id': 'x7' is not an integer" in done.stderr
     assert "Traceback" not in done.stderr
     assert snapshot(target) == before
+
+
+# Every required value, blanked: (kind, column, row index). Only spaces is as empty as nothing, in CSV and Parquet.
+REQUIRED = [("members", "member_id", 1), ("jobs", "job_id", 0), ("texts", "entity", 2), ("texts", "entity_id", 2),
+            ("texts", "valid_from", 2), ("edges", "src_type", 4), ("edges", "src_id", 4), ("edges", "relation", 4),
+            ("edges", "dst_type", 4), ("edges", "dst_id", 4), ("edges", "event_timestamp", 4),
+            ("nodes", "node_type", 1), ("nodes", "node_id", 1), ("truth", "member_id", 1), ("truth", "job_id", 1),
+            ("truth", "event_timestamp", 1), ("truth", "utility", 1), ("truth", "outcome", 1)]
+
+
+@pytest.mark.parametrize("fmt,blank,dtype", [("csv", "   ", str), ("parquet", "", str), ("parquet", " \t ", str),
+                                             ("parquet", " ", "string")])  # pandas' own string dtype too
+@pytest.mark.parametrize("kind,column,i", REQUIRED, ids=[f"{k}.{c}" for k, c, _ in REQUIRED])
+def test_a_blank_required_value_is_missing(tmp_path, fmt, blank, dtype, kind, column, i):
+    """A blank interaction time used to be stored as 1970-01-01; no required value may be only whitespace."""
+    data = {**tiny_market.frames(), "nodes": tiny_market.nodes(), "truth": tiny_market.truth()}
+    df = data[kind].astype(dtype)
+    df.loc[i, column] = blank
+    data[kind] = df
+    with pytest.raises(IngestError) as err:
+        validate(read_dir(tiny_market.write(tmp_path / "m", data, fmt=fmt)))
+    assert str(err.value).startswith(f"{kind}.{fmt}, row {i + 1}") and f"column '{column}'" in str(err.value)
+    assert "missing" in str(err.value) or "has no event time" in str(err.value), str(err.value)
+
+
+def test_a_blank_label_keeps_the_stored_one(target, tmp_path):
+    data = {**tiny_market.frames(), "nodes": tiny_market.nodes()}
+    load(target, read_dir(tiny_market.write(tmp_path / "a", data)))
+    data["nodes"] = data["nodes"].assign(label=["  ", "Python"])
+    load(target, read_dir(tiny_market.write(tmp_path / "b", data)))
+    with db.connect(target) as conn:
+        assert conn.execute("SELECT label FROM star.attribute_nodes WHERE node_id = 'sql'").fetchone() == ("SQL",)
+
+
+NOW = pd.Timestamp("2026-01-01T12:00:00Z")
+FUTURE = [("members", "valid_from", 1), ("jobs", "valid_from", 1), ("texts", "valid_from", 3),
+          ("edges", "event_timestamp", 5), ("edges", "event_timestamp", 1), ("truth", "event_timestamp", 0)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("kind,column,i", FUTURE, ids=[f"{k}.{c}.{i}" for k, c, i in FUTURE])
+def test_a_time_in_the_future_is_refused(tmp_path, fmt, kind, column, i):
+    """One member valid from 2200 moved the data's end to 2200 (and graph train evaluated on nothing)."""
+    data = {**tiny_market.frames(), "truth": tiny_market.truth()}
+    df = data[kind].astype(str)
+    df.loc[i, column] = "2200-01-01T00:00:00Z"
+    data[kind] = df
+    with pytest.raises(IngestError) as err:
+        validate(read_dir(tiny_market.write(tmp_path / "m", data, fmt=fmt)), now=NOW)
+    message = str(err.value)
+    line = f" (line {i + 2})" if fmt == "csv" else ""
+    assert message.startswith(f"{kind}.{fmt}, row {i + 1}{line}, column '{column}': 2200-01-01T00:00:00+00:00 is in "
+                              "the future (after 2026-01-02T12:00Z"), message
+    assert "Fix: correct the time" in message
+
+
+def test_the_future_tolerance_is_one_day(tmp_path):
+    data = tiny_market.frames()
+    data["members"] = data["members"].assign(valid_from=["2025-01-01", "2026-01-02T11:59:00Z", ""])
+    validate(read_dir(tiny_market.write(tmp_path / "ok", data)), now=NOW)  # within a day: clock skew
+    data["members"] = data["members"].assign(valid_from=["2025-01-01", "2026-01-02T12:01:00Z", ""])
+    with pytest.raises(IngestError, match=r"row 2 \(line 3\), column 'valid_from': 2026-01-02T12:01:00\+00:00 is in"):
+        validate(read_dir(tiny_market.write(tmp_path / "late", data)), now=NOW)
+
+
+@pytest.mark.parametrize("when", ["3000-01-01", "1500-06-01"])
+def test_parquet_times_beyond_pandas_range_are_one_clear_error(tmp_path, when):
+    """A native Parquet timestamp in year 3000 raised pandas' OutOfBoundsDatetime (a traceback)."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = tiny_market.write(tmp_path / "m")
+    (directory / "edges.csv").unlink()
+    edges = tiny_market.frames()["edges"]
+    times = [dt.datetime.fromisoformat(when) if i == 4 else (dt.datetime.fromisoformat(t[:19]) if t else None)
+             for i, t in enumerate(edges["event_timestamp"])]
+    table = pa.Table.from_pandas(edges.drop(columns="event_timestamp"), preserve_index=False)
+    pq.write_table(table.append_column("event_timestamp", pa.array(times, pa.timestamp("us"))),
+                   directory / "edges.parquet")
+    with pytest.raises(IngestError) as err:
+        validate(read_dir(directory), now=NOW)
+    expected = "in the future" if when > "2026" else "is before 1678-01-01"
+    assert str(err.value).startswith(f"edges.parquet, row 5, column 'event_timestamp': {when}T00:00:00+00:00 ")
+    assert expected in str(err.value)
+    edges = edges.assign(event_timestamp=edges["event_timestamp"].where(edges.index != 4, when))  # the same as text
+    with pytest.raises(IngestError, match=f"row 5 \\(line 6\\), column 'event_timestamp': {when}T00:00:00\\+00:00 "
+                                          f"{'is in the future' if when > '2026' else 'is before 1678'}"):
+        validate(read_dir(tiny_market.write(tmp_path / "csv", {**tiny_market.frames(), "edges": edges})), now=NOW)
+
+
+def _history(target, entity: str = "member") -> dict:
+    key = f"{entity}_id"
+    with db.connect(target) as conn:
+        return {(i, t.date().isoformat()): attrs for i, t, attrs in conn.execute(
+            f"SELECT {key}, valid_from, attrs FROM star.{entity}_history ORDER BY 1, 2")}
+
+
+def test_a_column_absent_from_a_reload_keeps_its_values(target, tmp_path):
+    """Reloading members with only seniority dropped every member's location: loads merge per column."""
+    load(target, read_dir(tiny_market.write(tmp_path / "a")))
+    before = _history(target)
+    data = tiny_market.frames()
+    data["members"] = pd.DataFrame({"member_id": [1, 1], "valid_from": ["2025-03-01T00:00:00Z", "2025-05-01"],
+                                    "seniority": ["lead", "principal"]})
+    counts = load(target, read_dir(tiny_market.write(tmp_path / "b", data)))
+    after = _history(target)
+    assert after[(1, "2025-03-01")] == {"seniority": "lead", "location": "berlin"}  # same key: location kept
+    assert after[(1, "2025-05-01")] == {"seniority": "principal", "location": "berlin"}  # later: carried forward
+    assert after[(1, "2025-01-01")] == before[(1, "2025-01-01")]
+    assert after[(2, "1970-01-01")] == before[(2, "1970-01-01")]
+    assert counts["member_history"] == 2 and counts["new_feature_views"] == []
+    again = load(target, read_dir(tiny_market.write(tmp_path / "b", data)))  # and again: nothing changes
+    assert again["member_history"] == 0 and _history(target) == after
+
+
+def test_an_empty_cell_means_no_value_from_that_time_on(target, tmp_path):
+    load(target, read_dir(tiny_market.write(tmp_path / "a")))
+    data = tiny_market.frames()
+    data["members"] = pd.DataFrame({"member_id": [1, 2], "valid_from": ["2025-03-01T00:00:00Z", ""],
+                                    "seniority": ["senior", "mid"], "location": ["", "  "]})
+    load(target, read_dir(tiny_market.write(tmp_path / "b", data)))
+    data["members"] = pd.DataFrame({"member_id": [1], "valid_from": ["2025-06-01"], "seniority": ["lead"]})
+    load(target, read_dir(tiny_market.write(tmp_path / "c", data)))
+    after = _history(target)
+    assert after[(1, "2025-01-01")] == {"seniority": "junior", "location": "berlin"}  # earlier rows untouched
+    assert after[(1, "2025-03-01")] == {"seniority": "senior", "location": None}
+    assert after[(2, "1970-01-01")] == {"seniority": "mid", "location": None}
+    assert after[(1, "2025-06-01")] == {"seniority": "lead", "location": None}  # the removal is carried too
+
+
+def test_jobs_merge_per_column_too_and_parts_of_one_load_may_differ(target, tmp_path):
+    data = tiny_market.frames()
+    data["jobs"] = data["jobs"].assign(remote=["yes", "no"])
+    load(target, read_dir(tiny_market.write(tmp_path / "a", data)))
+    data["jobs"] = pd.DataFrame({"job_id": [10], "valid_from": ["2025-01-05T00:00:00Z"], "seniority": ["mid"]})
+    directory = tiny_market.write(tmp_path / "b", data)
+    # two parts of members.*: one with location, one without; the one without must not erase it
+    pd.DataFrame({"member_id": [1], "valid_from": ["2025-04-01"], "seniority": ["staff"]}).to_csv(
+        directory / "members-extra.csv", index=False)
+    load(target, read_dir(directory))
+    jobs, members = _history(target, "job"), _history(target)
+    assert jobs[(10, "2025-01-05")] == {"seniority": "mid", "remote": "yes"}
+    assert jobs[(11, "2025-02-01")] == {"seniority": "junior", "remote": "no"}
+    assert members[(1, "2025-04-01")] == {"seniority": "staff", "location": "berlin"}

@@ -200,3 +200,15 @@ def test_nearest_any_k_and_clear_errors_for_wrong_families_and_maps(target, mode
         with pytest.raises(psycopg.errors.RaiseException, match=r"no stored map nope v2 -> v1 \(stored: none for "
                                                                 r"this family\); fit one with `star compat fit"):
             conn.execute(f"SELECT star.compat_apply('nope', 2, 1, embedding) FROM star.{FAMILY}_v2 LIMIT 1")
+
+
+def test_retiring_through_an_in_sample_map_warns_that_its_quality_is_unknown(target, model_dirs):
+    from star.versions.lifecycle import shared_vectors
+
+    _two_vintages(target, model_dirs)
+    with db.connect(target) as conn:
+        _, xs, ys = shared_vectors(conn, FAMILY, 2, 1, "member")
+        compat.store(conn, compat.fit(xs, ys, family=FAMILY, from_version=2, to_version=1, holdout=0))
+        conn.commit()
+    out = retire(target, FAMILY, 1)
+    assert out["map_cos_mean"] is None and "has no held-out measurement" in out["warning"]

@@ -243,6 +243,29 @@ def test_rejects_empty_marketplace():
         generate(members=0, jobs=10)
 
 
+def test_a_marketplace_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    """--members 100000000 died in a MemoryError (a traceback) after minutes of allocating."""
+    from star.data import synthetic_limits as limits
+
+    start, now = pd.Timestamp("2025-01-01", tz="UTC"), pd.Timestamp("2026-01-01", tz="UTC")
+    need = limits.estimate_bytes(members=100_000, jobs=400, months=6)
+    room = (need + 1) / 0.8  # 100,000 members just fit
+    limits.check_size(members=100_000, jobs=400, months=6, start=start, now=now, available=room)
+    with pytest.raises(ConfigError) as err:
+        limits.check_size(members=100_001, jobs=400, months=6, start=start, now=now, available=room)
+    assert "--members 100001 --jobs 400 --months 6 needs about" in str(err.value)
+    assert "pass --members at most 100000" in str(err.value)
+    with pytest.raises(ConfigError, match=r"--months 13 from 2025-01-01 ends 2026-02-01, in the future.*at most 12"):
+        limits.check_size(members=10, jobs=10, months=13, start=start, now=now, available=2 ** 40)
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("generate() allocated before refusing")
+
+    monkeypatch.setattr("numpy.random.default_rng", no_allocation)
+    with pytest.raises(ConfigError, match="needs about"):
+        generate(members=100_000_000, jobs=400)
+
+
 def test_same_seed_same_marketplace_across_hash_seeds():
     """No dependence on str hash() or set order: other processes with other PYTHONHASHSEED agree."""
     script = (

@@ -73,6 +73,17 @@ def test_time_split_puts_the_latest_window_in_validation():
         split_by_time(pairs.assign(event_timestamp=start), 0.2)
 
 
+def test_no_pairs_or_one_class_in_validation_is_an_error():
+    """Validating on one class gave val_auc None and a run that 'succeeded'; 0 pairs gave a NaT window."""
+    pairs = tiny_pairs()
+    with pytest.raises(TextInputError, match="0 pairs with both a member and a job text"):
+        split_by_time(pairs.iloc[:0], 0.2)
+    late = pairs["event_timestamp"] >= pairs["event_timestamp"].quantile(0.5)
+    with pytest.raises(TextInputError, match=r"validation window .* has 0 positive and \d+ negative pairs: an AUC "
+                                             r"needs both.*--task"):
+        split_by_time(pairs.assign(label=pairs["label"].where(~late, 0)), 0.2)
+
+
 def test_balance_downsamples_the_majority_class():
     pairs = tiny_pairs()
     one_to_one = balance(pairs, neg_per_pos=1.0, seed=0)

@@ -24,6 +24,11 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 # Column names the feature views use themselves; a categorical column may not take them.
 RESERVED = {"member_id", "job_id", "valid_from", "event_timestamp", "created", "entity", "entity_id"}
 EPOCH = pd.Timestamp("1970-01-01", tz="UTC")  # "valid since the beginning"
+# A time may lie this far after the loader's clock (clock skew between the machine that wrote the file and this
+# one); anything later is a typo or a placeholder (2200-01-01) that would move the data's end and with it every
+# default cutoff and evaluation window.
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+EARLIEST = pd.Timestamp("1678-01-01", tz="UTC")  # pandas' nanosecond times start in 1677
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # ids are PostgreSQL bigint
 WHOLE = re.compile(r"^[+-]?[0-9]+(?:\.0*)?$")  # 8001 or 8001.0, not 1e4 or 8001.7
 # A categorical column's training-set column `member_categorical_v<k>__<name>` must fit PostgreSQL's 63-byte
@@ -45,6 +50,9 @@ class Marketplace:
     interactions: pd.DataFrame = field(metadata={"help": "member_id, job_id, relation, event_timestamp"})
     nodes: pd.DataFrame = field(metadata={"help": "node_type, node_id, label"})
     truth: pd.DataFrame | None = None
+    absent: dict[str, pd.DataFrame] = field(default_factory=dict, metadata={
+        "help": "entity -> bool frame (rows x categorical columns of members / jobs): True where the row's file has "
+                "no such column, so the load keeps the stored value (an empty cell is None in the frame: no value)"})
 
 
 def _fail(fr: Frame, i: int | None, column: str | None, problem: str, fix: str) -> IngestError:
@@ -66,16 +74,24 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _blank(values: pd.Series) -> np.ndarray:
+    """Missing, or text that is only whitespace: an empty cell however the file wrote it (CSV '  ', Parquet '' or
+    null), for every kind of text column (object or pandas string dtype)."""
+    missing = values.isna().to_numpy()
+    if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+        missing = missing | (values.astype(str).str.strip() == "").to_numpy()
+    return missing
+
+
 def _ints(fr: Frame, column: str, what: str, raw: pd.Series | None = None) -> pd.Series:
     """Ids as int64, parsed exactly (no float round trip): digits, or a whole number of a float column (as Parquet
     stores an integer column with gaps) below 2**53; nothing outside int64 (PostgreSQL bigint)."""
     raw = fr.df[column] if raw is None else raw
-    missing = raw.isna().to_numpy()
     if not pd.api.types.is_numeric_dtype(raw):
         num = pd.to_numeric(raw, errors="coerce")
         if num.dtype == np.int64:  # the common case: all digits within int64, parsed exactly
             return num
-        missing |= (raw.astype(str).str.strip() == "").to_numpy()
+    missing = _blank(raw)
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         raise _fail(fr, i, column, f"{what} is missing", f"give every row a {column}")
@@ -104,34 +120,65 @@ def _ints(fr: Frame, column: str, what: str, raw: pd.Series | None = None) -> pd
     return (raw if pd.api.types.is_integer_dtype(raw) else digits).astype("int64")
 
 
-def _timestamps(fr: Frame, column: str, *, required: bool) -> pd.Series:
-    """Parse to UTC; naive times are taken as UTC. Missing values become EPOCH unless required."""
+def _timestamps(fr: Frame, column: str, *, required: bool, now: pd.Timestamp) -> pd.Series:
+    """Parse to UTC; naive times are taken as UTC. Missing (or blank) values become EPOCH unless required. Times
+    after now + FUTURE_TOLERANCE, or before EARLIEST, are refused."""
     if column not in fr.df.columns:
         if required:
             _require(fr, (column,))
         return pd.Series(EPOCH, index=fr.df.index)
     raw = fr.df[column]
-    missing = raw.isna() | (raw.astype(str).str.strip() == "") if raw.dtype == object else raw.isna()
-    if pd.api.types.is_datetime64_any_dtype(raw):
+    missing = pd.Series(_blank(raw), index=raw.index)
+    if pd.api.types.is_datetime64_any_dtype(raw):  # a native Parquet timestamp, in its own unit (year 3000 fits)
         ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
     else:
-        ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
-        ok = ~missing
-        try:
-            ts[ok] = pd.to_datetime(raw[ok], utc=True, format="ISO8601", errors="coerce")
-        except (ValueError, TypeError):
-            ts[ok] = pd.to_datetime(raw[ok], utc=True, format="mixed", errors="coerce")
-        bad = ok & ts.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise _fail(fr, i, column, f"{raw.iloc[i]!r} is not a timestamp",
-                        "write ISO-8601, e.g. 2025-03-01T09:30:00Z (no zone means UTC)")
+        ts = _parse_times(fr, column, raw, ~missing, now)
     if missing.any():
         if required:
             i = int(np.flatnonzero(missing.to_numpy())[0])
             raise _fail(fr, i, column, "timestamp is missing", f"give every row a {column}")
         ts = ts.where(~missing, EPOCH)
+    _in_range(fr, column, ts, now)
     return ts.astype("datetime64[ns, UTC]")
+
+
+def _parse_times(fr: Frame, column: str, raw: pd.Series, ok: pd.Series, now: pd.Timestamp) -> pd.Series:
+    """ISO-8601 text to UTC times (NaT where not ok); the first value that is not a time is refused, naming why."""
+    ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    text = raw[ok].astype(str).str.strip()
+    try:
+        ts[ok] = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    except (ValueError, TypeError):
+        ts[ok] = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+    bad = ok & ts.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        try:  # a valid time outside pandas' nanosecond range (1677-2262) parses alone, at a coarser unit
+            alone = pd.Timestamp(str(raw.iloc[i]).strip())
+            alone = alone.tz_localize("UTC") if alone.tzinfo is None else alone.tz_convert("UTC")
+        except (ValueError, TypeError, OverflowError):
+            alone = None
+        if alone is not None and alone is not pd.NaT:
+            _in_range(fr, column, pd.Series([alone], index=[raw.index[i]]), now)
+        raise _fail(fr, i, column, f"{raw.iloc[i]!r} is not a timestamp",
+                    "write ISO-8601, e.g. 2025-03-01T09:30:00Z (no zone means UTC)")
+    return ts
+
+
+def _in_range(fr: Frame, column: str, ts: pd.Series, now: pd.Timestamp) -> None:
+    """Refuse a time after now + FUTURE_TOLERANCE (it would move the data's end) or before EARLIEST. `ts` is
+    indexed by row position (the frames have a RangeIndex)."""
+    latest = now + FUTURE_TOLERANCE
+    for wrong, problem, fix in (
+            (ts > latest, f"is in the future (after {latest:%Y-%m-%dT%H:%MZ}: now plus "
+                          f"{FUTURE_TOLERANCE.days} day of tolerance for clock skew)",
+             "correct the time (a typo in the year?) or load the row once it has happened (docs/data-format.md)"),
+            (ts < EARLIEST, f"is before {EARLIEST:%Y-%m-%d}, the earliest time STAR stores",
+             "correct the time, or leave the cell empty for 'since the beginning' where the column allows it")):
+        wrong = wrong.to_numpy(dtype=bool)
+        if wrong.any():
+            first = int(np.flatnonzero(wrong)[0])
+            raise _fail(fr, int(ts.index[first]), column, f"{ts.iloc[first].isoformat()} {problem}", fix)
 
 
 def _no_nul(fr: Frame, column: str, values: pd.Series) -> None:
@@ -146,11 +193,10 @@ def _no_nul(fr: Frame, column: str, values: pd.Series) -> None:
 def _strings(fr: Frame, column: str, *, allowed: tuple[str, ...] | None = None,
              identifier: bool = False, max_length: int | None = None) -> pd.Series:
     raw = fr.df[column]
-    missing = raw.isna()
     values = raw.astype(str).str.strip()
-    bad = missing | (values == "")
+    bad = _blank(raw)
     if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
+        i = int(np.flatnonzero(bad)[0])
         raise _fail(fr, i, column, "value is missing", f"give every row a {column}")
     _no_nul(fr, column, values)
     if allowed is not None:
@@ -204,7 +250,8 @@ def _categorical(values: pd.Series) -> pd.Series:
     return text.where(~blank, None)
 
 
-def _entities(fr: Frame, entity: str) -> pd.DataFrame:
+def _entities(fr: Frame, entity: str, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The entity's history rows, and which categorical cells are absent (their file has no such column)."""
     id_col = ID_COLUMN[entity]
     _require(fr, (id_col,))
     for col in fr.df.columns:
@@ -219,20 +266,25 @@ def _entities(fr: Frame, entity: str) -> pd.DataFrame:
                         f"rename it to at most {MAX_FEATURE_NAME} characters (training sets name the column "
                         f"{entity}_categorical_v<k>__<name>, and PostgreSQL cuts names at 63 bytes)")
     out = pd.DataFrame({id_col: _ints(fr, id_col, f"{entity} id"),
-                        "valid_from": _timestamps(fr, "valid_from", required=False)})
+                        "valid_from": _timestamps(fr, "valid_from", required=False, now=now)})
+    absent = pd.DataFrame(index=out.index)
     for col in fr.df.columns:
         if col not in (id_col, "valid_from"):
             out[col] = _categorical(fr.df[col])
             _no_nul(fr, col, out[col])
+            absent[col] = fr.absent(col)
     _no_duplicates(fr, out, [id_col, "valid_from"], f"{entity} history key")
-    return out
+    return out, absent
 
 
-def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None = None) -> Marketplace:
-    """Check every rule of docs/data-format.md; `known_ids` are the member/job ids already in the database."""
+def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None = None,
+             now: pd.Timestamp | None = None) -> Marketplace:
+    """Check every rule of docs/data-format.md; `known_ids` are the member/job ids already in the database, `now`
+    the clock times are checked against (default: the current time)."""
     known_ids = known_ids or {"member": set(), "job": set()}
-    members = _entities(frames["members"], "member")
-    jobs = _entities(frames["jobs"], "job")
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    members, members_absent = _entities(frames["members"], "member", now)
+    jobs, jobs_absent = _entities(frames["jobs"], "job", now)
     ids = {"member": set(members["member_id"]) | known_ids["member"],
            "job": set(jobs["job_id"]) | known_ids["job"]}
 
@@ -242,7 +294,7 @@ def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None 
         _require(fr, ("entity", "entity_id", "valid_from", "text"))
         texts = pd.DataFrame({"entity": _strings(fr, "entity", allowed=ENTITIES),
                               "entity_id": _ints(fr, "entity_id", "entity id"),
-                              "valid_from": _timestamps(fr, "valid_from", required=True)})
+                              "valid_from": _timestamps(fr, "valid_from", required=True, now=now)})
         if fr.df["text"].isna().any():
             i = int(np.flatnonzero(fr.df["text"].isna().to_numpy())[0])
             raise _fail(fr, i, "text", "text is missing", "write the text, or an empty string for an empty profile")
@@ -251,7 +303,7 @@ def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None 
         _check_refs(fr, texts["entity"], texts["entity_id"], ids, "entity_id")
         _no_duplicates(fr, texts, ["entity", "entity_id", "valid_from"], "text snapshot")
 
-    attribute_edges, interactions = _edges(frames.get("edges"), ids)
+    attribute_edges, interactions = _edges(frames.get("edges"), ids, now)
     nodes = _nodes(frames.get("nodes"), attribute_edges)
     truth = None
     if "truth" in frames:
@@ -259,7 +311,7 @@ def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None 
         _require(fr, ("member_id", "job_id", "event_timestamp", "utility", "outcome"))
         truth = pd.DataFrame({"member_id": _ints(fr, "member_id", "member id"),
                               "job_id": _ints(fr, "job_id", "job id"),
-                              "event_timestamp": _timestamps(fr, "event_timestamp", required=True),
+                              "event_timestamp": _timestamps(fr, "event_timestamp", required=True, now=now),
                               "utility": _floats(fr, "utility"),
                               "outcome": _strings(fr, "outcome")})
         for entity in ENTITIES:
@@ -267,10 +319,15 @@ def validate(frames: dict[str, Frame], *, known_ids: dict[str, set[int]] | None 
             _check_refs(fr, pd.Series(entity, index=truth.index), truth[column], ids, column)
         _no_duplicates(fr, truth, ["member_id", "job_id", "event_timestamp"], "exposure")
     return Marketplace(members=members, jobs=jobs, texts=texts, attribute_edges=attribute_edges,
-                       interactions=interactions, nodes=nodes, truth=truth)
+                       interactions=interactions, nodes=nodes, truth=truth,
+                       absent={"member": members_absent, "job": jobs_absent})
 
 
 def _floats(fr: Frame, column: str) -> pd.Series:
+    blank = _blank(fr.df[column])
+    if blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        raise _fail(fr, i, column, "value is missing", f"give every row a {column}")
     num = pd.to_numeric(fr.df[column], errors="coerce").astype(float)
     bad = ~np.isfinite(num.to_numpy())
     if bad.any():
@@ -290,7 +347,7 @@ def _check_refs(fr: Frame, entity: pd.Series, entity_id: pd.Series, ids: dict[st
                         f"add {kind} {entity_id.iloc[i]} to {kind}s.* or remove this row")
 
 
-def _edges(fr: Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _edges(fr: Frame | None, ids: dict[str, set[int]], now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
     attr_cols = ["entity", "entity_id", "relation", "node_type", "node_id", "event_timestamp"]
     if fr is None:
         return (pd.DataFrame(columns=attr_cols),
@@ -307,8 +364,8 @@ def _edges(fr: Frame | None, ids: dict[str, set[int]]) -> tuple[pd.DataFrame, pd
     dst_id = _strings(fr, "dst_id")
     src_id = _ints(fr, "src_id", "member/job id")
     has_ts = "event_timestamp" in fr.df.columns
-    ts = _timestamps(fr, "event_timestamp", required=False)
-    missing_ts = fr.df["event_timestamp"].isna().to_numpy() if has_ts else np.ones(len(fr.df), bool)
+    ts = _timestamps(fr, "event_timestamp", required=False, now=now)
+    missing_ts = _blank(fr.df["event_timestamp"]) if has_ts else np.ones(len(fr.df), bool)
 
     interaction = dst_type.isin(ENTITIES).to_numpy()
     wrong = interaction & ~((src_type == "member") & (dst_type == "job")).to_numpy()
@@ -352,7 +409,8 @@ def _nodes(fr: Frame | None, attribute_edges: pd.DataFrame) -> pd.DataFrame:
         listed = pd.DataFrame({"node_type": _strings(fr, "node_type", identifier=True),
                                "node_id": _strings(fr, "node_id")})
         label = fr.df["label"] if "label" in fr.df.columns else pd.Series(None, index=fr.df.index)
-        listed["label"] = label.where(label.notna(), listed["node_id"]).astype(str)
+        # an empty (or blank) label is the id itself, which never overwrites a stored label
+        listed["label"] = label.where(~_blank(label), listed["node_id"]).astype(str)
         _no_nul(fr, "label", listed["label"])
         _no_duplicates(fr, listed, ["node_type", "node_id"], "node")
     used = attribute_edges[["node_type", "node_id"]].drop_duplicates()

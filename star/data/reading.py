@@ -34,6 +34,15 @@ class Frame:
     source: np.ndarray  # index into files per row
     rows: np.ndarray  # 1-based data row within its file
     lines: np.ndarray | None = None  # line of the file a CSV row starts on (0: not a CSV row); texts may span lines
+    columns: list[frozenset] | None = None  # the columns of each file (None: every file has every column)
+
+    def absent(self, column: str) -> np.ndarray:
+        """Per row: its file has no such column (parts of one kind may differ). Concatenating fills those cells
+        with NaN, which would read as an empty cell; absent means 'not given', so a load keeps the stored value."""
+        if self.columns is None:
+            return np.zeros(len(self.df), dtype=bool)
+        has = np.array([column in cols for cols in self.columns], dtype=bool)
+        return ~has[self.source] if len(self.source) else np.zeros(0, dtype=bool)
 
     def where(self, i: int) -> tuple[str, int, int | None]:
         """(file, data row, line or None) of row i."""
@@ -144,7 +153,7 @@ def read_dir(directory: str | Path) -> dict[str, Frame]:
         source = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)]) if frames else np.array([])
         rows = np.concatenate([np.arange(1, len(f) + 1) for f in frames])
         found[kind] = Frame(df, [p.name for p in paths], source.astype(int), rows,
-                            np.concatenate([lines for _, lines in read]))
+                            np.concatenate([lines for _, lines in read]), [frozenset(f.columns) for f in frames])
     for kind in ("members", "jobs"):
         if kind not in found:
             raise IngestError(file=f"{directory}/{kind}.*", problem="not found",

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from star.data.synthetic_frames import EMPLOYMENT, edge_frame, job_frame, member_frame, ts
 from star.data.synthetic_frames import write_dir  # noqa: F401  (re-exported: star.data.synthetic.write_dir)
+from star.data.synthetic_limits import check_size
 from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, node_frame, write_texts
 from star.data.taxonomy import load_taxonomy
 from star.errors import require_at_least
@@ -320,9 +321,10 @@ def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01
              progress: bool = False) -> SyntheticMarketplace:
     """Generate `members` members and `jobs` jobs interacting over `months` months from `start` (UTC)."""
     require_at_least("star seed --synthetic", 1, members=members, jobs=jobs, months=months)
-    rng = np.random.default_rng(seed)
     begin = pd.Timestamp(start)
     begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
+    check_size(members=members, jobs=jobs, months=months, start=begin)  # before allocating anything
+    rng = np.random.default_rng(seed)
     t0, t1 = int(begin.timestamp()), int((begin + pd.DateOffset(months=months)).timestamp())
     n_weeks = -(-(t1 - t0) // WEEK)
     with tqdm(total=n_weeks + 4, desc="synthetic marketplace", disable=not progress) as bar:

@@ -53,6 +53,7 @@ SELECT member_id, job_id, relation FROM star.interactions
 WHERE event_timestamp > %(start)s AND event_timestamp <= %(end)s AND relation = ANY(%(relations)s)
 ORDER BY event_timestamp, member_id, job_id
 """
+SPAN = "SELECT min(event_timestamp), max(event_timestamp) FROM star.interactions WHERE relation = ANY(%(relations)s)"
 
 
 def draw_negatives(pool: np.ndarray, dst: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
@@ -83,18 +84,25 @@ def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed:
     (src, dst, neg) with neg of shape (len(src), negatives), jobs of the window drawn as often as they occur (never
     the positive's own job: draw_negatives)."""
     if days <= 0:
-        raise ConfigError(f"eval window days={days}: must be > 0, e.g. 14")
+        raise ConfigError(f"eval window days={days}: must be > 0; pass --eval-days with a value > 0, e.g. 14")
     if negatives < 1:
         raise ConfigError(f"eval negatives={negatives}: must be >= 1 per positive, e.g. 5")
     start = mg.cutoff
     end = start + pd.Timedelta(days=days)
+    relations = sorted({t[1] for t in tasks})
     with connect(target) as conn:
-        rows = conn.execute(WINDOW, {"start": start, "end": end,
-                                     "relations": sorted({t[1] for t in tasks})}).fetchall()
+        rows = conn.execute(WINDOW, {"start": start, "end": end, "relations": relations}).fetchall()
+        span = conn.execute(SPAN, {"relations": relations}).fetchone()
     df = pd.DataFrame(rows, columns=["member_id", "job_id", "relation"])
     m_pos, m_ok = positions(mg.node_ids["member"], df["member_id"].to_numpy(np.int64))
     j_pos, j_ok = positions(mg.node_ids["job"], df["job_id"].to_numpy(np.int64))
     ok = m_ok & j_ok
+    if not ok.any():  # an AUC over no pairs is no evaluation: stop before any model is trained
+        raise ConfigError(
+            f"the evaluation window ({start.isoformat()}, {end.isoformat()}] (cutoff + {days:g} days) has 0 pairs to "
+            f"evaluate on: {len(df)} {'/'.join(relations)} interaction(s) in it, {int((~ok).sum())} of members or "
+            f"jobs not yet in the graph at the cutoff; the data's {'/'.join(relations)} interactions run from "
+            f"{span[0]} to {span[1]}. Pass an earlier --cutoff or a longer --eval-days")
     gen = np.random.default_rng(seed)
     pool = j_pos[ok]
     out = {"start": start.isoformat(), "end": end.isoformat(), "window_interactions": len(df),

@@ -76,14 +76,16 @@ class GraphTrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"val_fraction={self.val_fraction}: must be in (0, 1), e.g. 0.2")
         if self.patience < 0:
-            raise ConfigError(f"patience={self.patience}: must be >= 0 (0 = run every epoch)")
+            raise ConfigError(f"patience={self.patience}: must be >= 0 (0 = run every epoch); pass --patience with "
+                              "a value >= 0")
         if self.align_weight < 0:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         require_at_least("GraphTrainConfig", 1, epochs=self.epochs, batch_size=self.batch_size, neg_k=self.neg_k,
                          eval_batch_size=self.eval_batch_size)
         require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1, or None for full passes")
+            raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1; pass --steps-per-epoch with a "
+                              "value >= 1, or leave it out for full passes")
         if self.tasks is not None:
             object.__setattr__(self, "tasks", tuple(tuple(t) for t in self.tasks))
 
@@ -127,6 +129,9 @@ def split_by_time(graph, tasks: list[EType], val_fraction: float):
     node features, so a job posted after cut_ts is not an isolated node. Same node ids, so features line up."""
     dgl = import_dgl()
     ts = np.sort(np.concatenate([graph.edges[t].data["ts"].numpy() for t in tasks]))
+    if not len(ts):
+        raise ConfigError(f"the graph has 0 {'/'.join(t[1] for t in tasks)} edges by its cutoff: nothing to train "
+                          "on; pass a later --cutoff (or load interactions before it)")
     cut_ts = float(ts[min(len(ts) - 1, int(len(ts) * (1 - val_fraction)))])
     keep, train_eids, val = {}, {}, {}
     for etype in graph.canonical_etypes:

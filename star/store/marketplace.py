@@ -2,15 +2,20 @@
 
     frames --COPY--> temp tables --INSERT .. ON CONFLICT--> star.* (only rows that are new or changed)
            --> id_features rebuilt for the entities whose attribute edges changed
+    history rows: the file's columns only --merged over the stored state at their time--> whole rows
+                  (a column a file does not have keeps its stored / carried-forward value)
 
 Loading the same data twice changes nothing: unchanged rows keep their `created` time.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Iterable
 
+import pandas as pd
 import psycopg
+from psycopg import sql
 from tqdm import tqdm
 
 from star.data.format import ENTITIES, ID_COLUMN, Marketplace
@@ -25,12 +30,12 @@ UPSERT = {
         ON CONFLICT DO NOTHING""",
     "member_history": """
         INSERT INTO star.member_history AS h (member_id, valid_from, attrs)
-        SELECT member_id, valid_from, attrs FROM tmp_member_history
+        SELECT member_id, valid_from, attrs FROM tmp_member_history_whole
         ON CONFLICT (member_id, valid_from) DO UPDATE SET attrs = EXCLUDED.attrs, created = now()
         WHERE h.attrs IS DISTINCT FROM EXCLUDED.attrs""",
     "job_history": """
         INSERT INTO star.job_history AS h (job_id, valid_from, attrs)
-        SELECT job_id, valid_from, attrs FROM tmp_job_history
+        SELECT job_id, valid_from, attrs FROM tmp_job_history_whole
         ON CONFLICT (job_id, valid_from) DO UPDATE SET attrs = EXCLUDED.attrs, created = now()
         WHERE h.attrs IS DISTINCT FROM EXCLUDED.attrs""",
     "text_snapshots": """
@@ -60,6 +65,24 @@ UPSERT = {
         SET utility = EXCLUDED.utility, outcome = EXCLUDED.outcome
         WHERE (s.utility, s.outcome) IS DISTINCT FROM (EXCLUDED.utility, EXCLUDED.outcome)""",
 }
+
+# A history row stores the whole attribute state from its valid_from on (Feast and the graph read one row), but a
+# file may give only some columns. Each loaded row = the stored row at or before its time (the same key, or the
+# state it continues) || every loaded row of the entity since that stored row, in time order: a later key wins, a
+# key the file does not have is carried. `||` over a window needs an aggregate; a session-local one (pg_temp)
+# keeps it out of the schema.
+MERGE_AGGREGATE = ("CREATE OR REPLACE AGGREGATE pg_temp.star_jsonb_merge(jsonb) "
+                   "(SFUNC = jsonb_concat, STYPE = jsonb, INITCOND = '{}')")
+MERGE_HISTORY = """
+CREATE TEMP TABLE {whole} ON COMMIT DROP AS
+SELECT t.{key}, t.valid_from,
+       coalesce(b.attrs, '{{}}'::jsonb)
+       || pg_temp.star_jsonb_merge(t.attrs) OVER (PARTITION BY t.{key}, b.valid_from ORDER BY t.valid_from) AS attrs
+FROM {partial} t
+LEFT JOIN LATERAL (SELECT h.valid_from, h.attrs FROM {history} h
+                   WHERE h.{key} = t.{key} AND h.valid_from <= t.valid_from
+                   ORDER BY h.valid_from DESC LIMIT 1) b ON true
+"""
 
 # Per entity and change time of its attribute edges: for every relation, the ids linked so far (first-linked
 # order) and the latest one. One row per change time, so a point-in-time join sees exactly what was known.
@@ -96,6 +119,27 @@ def _copy(cur: psycopg.Cursor, table: str, columns: list[str], types: list[str],
             cp.write_row(row)
 
 
+def _attr_json(attrs: pd.DataFrame, absent: pd.DataFrame | None) -> list[str]:
+    """One JSON object per history row: a key per column the row's file has (null for an empty cell: no value from
+    then on), none for a column its file lacks (the stored value stays)."""
+    if not len(attrs.columns):
+        return ["{}"] * len(attrs)
+    if absent is None or not absent.to_numpy().any():
+        return attrs.to_json(orient="records", lines=True).splitlines()
+    columns = list(attrs.columns)
+    skip = absent[columns].to_numpy()
+    return [json.dumps({c: v for c, v, s in zip(columns, values, gone) if not s})
+            for values, gone in zip(attrs.itertuples(index=False, name=None), skip)]
+
+
+def _merge_history(cur: psycopg.Cursor, entity: str) -> None:
+    """tmp_<entity>_history (the files' columns) -> tmp_<entity>_history_whole (whole rows): MERGE_HISTORY."""
+    cur.execute(MERGE_AGGREGATE)
+    cur.execute(sql.SQL(MERGE_HISTORY).format(
+        whole=sql.Identifier(f"tmp_{entity}_history_whole"), partial=sql.Identifier(f"tmp_{entity}_history"),
+        history=sql.Identifier("star", f"{entity}_history"), key=sql.Identifier(ID_COLUMN[entity])))
+
+
 def write(conn: psycopg.Connection, market: Marketplace, *, progress: bool = False) -> dict[str, int]:
     """Write all frames inside the caller's transaction; return rows inserted or changed per table."""
     counts: dict[str, int] = {}
@@ -106,12 +150,11 @@ def write(conn: psycopg.Connection, market: Marketplace, *, progress: bool = Fal
             _copy(cur, f"tmp_{entity}s", [id_col], ["bigint"], rows(frame, [id_col]), len(frame), False)
             cur.execute(UPSERT[f"{entity}s"])
             counts[f"{entity}s"] = cur.rowcount
-            attrs = frame.drop(columns=[id_col, "valid_from"])
-            json_rows = attrs.to_json(orient="records", lines=True).splitlines() if len(attrs.columns) else \
-                ["{}"] * len(frame)
+            json_rows = _attr_json(frame.drop(columns=[id_col, "valid_from"]), market.absent.get(entity))
             history = zip(py_values(frame[id_col]), py_values(frame["valid_from"]), json_rows)
             _copy(cur, f"tmp_{entity}_history", [id_col, "valid_from", "attrs"], ["bigint", "timestamptz", "jsonb"],
                   history, len(frame), progress)
+            _merge_history(cur, entity)
             cur.execute(UPSERT[f"{entity}_history"])
             counts[f"{entity}_history"] = cur.rowcount
 

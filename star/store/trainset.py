@@ -115,8 +115,10 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
     with connect(target) as conn:
         labels, negatives = _labels(conn, cfg)
         views = latest_views(conn)
-    if labels.empty:
-        raise TrainsetError(f"no {cfg.task!r} interactions between {cfg.start} and {cfg.end}; widen the window")
+    if not (labels["label"] == 1).any():  # a set without a positive trains and evaluates nothing
+        raise TrainsetError(f"0 {cfg.task!r} interactions (label 1) in the window [--start {cfg.start}, --end "
+                            f"{cfg.end}) ({len(labels)} negative rows): {_span(target, cfg.task)}; widen --start / "
+                            "--end to cover them")
     refs, renames = feature_refs(views) if cfg.features is None else (list(cfg.features), {})
     store = store or open_store(target)
     require_applied(store, {ref.split(":")[0] for ref in refs})
@@ -130,6 +132,13 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
     df = df.sort_values(["event_timestamp", "member_id", "job_id", "label"], kind="stable").reset_index(drop=True)
     df.attrs["negatives"] = negatives
     return df
+
+
+def _span(target: DbTarget, task: str) -> str:
+    with connect(target) as conn:
+        first, last = conn.execute("SELECT min(event_timestamp), max(event_timestamp) FROM star.interactions WHERE "
+                                   "relation = %s", (task,)).fetchone()
+    return f"the data's {task!r} interactions run from {first} to {last}"
 
 
 def summary(df: pd.DataFrame) -> dict:

@@ -125,9 +125,10 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_choice("mode", self.mode, MODES)
-        if self.per_device_batch < 2 or self.grad_accum < 1 or self.max_steps < 1 or self.epochs < 1:
-            raise ConfigError("TrainConfig: per_device_batch must be >= 2 (the triplet loss mines in-batch), "
-                              "grad_accum, max_steps and epochs >= 1")
+        if self.per_device_batch < 2:
+            raise ConfigError(f"TrainConfig: per_device_batch={self.per_device_batch!r} must be >= 2 (the triplet "
+                              "loss mines in-batch); pass --batch with a value >= 2")
+        require_at_least("TrainConfig", 1, grad_accum=self.grad_accum, max_steps=self.max_steps, epochs=self.epochs)
         require_at_least("TrainConfig", 0, strict=True, lr=self.lr, head_lr=self.head_lr, tau=self.tau)
         require_at_least("TrainConfig", 0, lambda_c=self.lambda_c, weight_decay=self.weight_decay,
                          warmup_constant=self.warmup_constant, warmup_max_fraction=self.warmup_max_fraction)

@@ -65,6 +65,10 @@ def prepare(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def split_by_time(pairs: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
     """Rows before the cut train, rows at or after it validate; the cut leaves val_fraction of the time window."""
+    if pairs.empty:
+        raise TextInputError("0 pairs with both a member and a job text to train and validate on; load texts for "
+                             "the members and jobs of the interactions (texts.*), or pass a --task with more "
+                             "interactions")
     ts = pd.to_datetime(pairs["event_timestamp"], utc=True)
     start, end = ts.min(), ts.max()
     cut = start + (end - start) * (1.0 - val_fraction)
@@ -72,6 +76,11 @@ def split_by_time(pairs: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFram
     if train.empty or val.empty:
         raise TextInputError(f"the window {start} .. {end} gives {len(train)} training and {len(val)} validation "
                              f"rows at val_fraction={val_fraction}; give pairs spanning more time")
+    classes = val["label"].value_counts()
+    if len(classes) < 2:  # the validation AUC would be undefined: the run would report nothing
+        raise TextInputError(f"the validation window {cut} .. {end} has {int(classes.get(1, 0))} positive and "
+                             f"{int(classes.get(0, 0))} negative pairs: an AUC needs both; load interactions with "
+                             "negatives (e.g. dismiss) spanning more time, or pass another --task")
     return train.reset_index(drop=True), val.reset_index(drop=True), cut
 
 

@@ -110,7 +110,9 @@ def ridge_solve(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tuple
 
 def fit(x_new: np.ndarray, y_old: np.ndarray, *, family: str, from_version: int, to_version: int,
         ridge: float = 1e-3, bias: bool = True, holdout: float = 0.2, seed: int = 0, min_shared: int = 50) -> CompatMap:
-    """Fit y_old ≈ W x_new + b. Metrics come from a held-out split; the stored W is refit on all rows."""
+    """Fit y_old ≈ W x_new + b. Metrics come from a held-out split; the stored W is refit on all rows. With
+    holdout=0 there are no held-out metrics (metrics["heldout"] is None): in-sample ones ("train") flatter the map
+    and must not be read as its quality."""
     where = f"{family} v{from_version}->v{to_version}"
     x, y = np.asarray(x_new, dtype=np.float64), np.asarray(y_old, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or 0 in (x.shape[1], y.shape[1]):
@@ -148,7 +150,7 @@ def fit(x_new: np.ndarray, y_old: np.ndarray, *, family: str, from_version: int,
                                  "ridge_heldout": held, **common})
     w, b = ridge_solve(x, y, ridge, bias)  # held-out metrics describe generalisation; the map itself uses every row
     return CompatMap(family=family, from_version=from_version, to_version=to_version, matrix=w, bias=b, metrics={
-        "method": "ridge", "heldout": held or train_m, "train": train_m, **common})
+        "method": "ridge", "heldout": held, "train": train_m, **common})
 
 
 def compose(maps: list[CompatMap]) -> CompatMap:

@@ -26,6 +26,8 @@ from star.store.catalog import EMBEDDING_KINDS
 from star.versions import compat
 
 STATUSES = ("building", "candidate", "published", "deprecated", "retired")
+# what a registered consumer is (docs/versions.md); Feast feature services are found in Feast, not registered
+CONSUMER_KINDS = ("ranker", "feature_service", "job", "other")
 SERVABLE = ("published", "deprecated", "retired")  # what Feast and SQL serve
 
 
@@ -90,6 +92,9 @@ def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers
 
 def register_consumer(conn: psycopg.Connection, family: str, version: int, consumer: str,
                       kind: str = "ranker") -> None:
+    if kind not in CONSUMER_KINDS:
+        raise VersionError(f"consumer kind {kind!r} is unknown; pass --kind with one of {', '.join(CONSUMER_KINDS)} "
+                           "(Feast feature services need no registering: `star versions show` finds them)")
     version_row(conn, family, version)
     conn.execute("INSERT INTO star.embedding_consumers (family, version, consumer, kind) VALUES (%s, %s, %s, %s) "
                  "ON CONFLICT (family, version, consumer) DO UPDATE SET kind = EXCLUDED.kind",
@@ -126,6 +131,15 @@ def fit_map(conn: psycopg.Connection, family: str, from_version: int, to_version
     if from_version == to_version:
         raise VersionError(f"{family}: --from {from_version} and --to {to_version} are the same vintage (its map is "
                            "the identity); fit a map from a newer vintage to an older one, e.g. --from 2 --to 1")
+    if from_version < to_version:  # maps serve an older vintage from a newer one, never the other way
+        raise VersionError(f"{family}: --from {from_version} is older than --to {to_version}; --from is the newer "
+                           f"vintage (its vectors go in), --to the older one (its space comes out): swap them, "
+                           f"--from {to_version} --to {from_version}")
+    if fit_kw.get("holdout", 0.2) == 0:
+        raise VersionError(f"{family} v{from_version}->v{to_version}: holdout=0 leaves no held-out rows, so the fit "
+                           "metrics would be in-sample (they flatter the map), and the publish gate and `star "
+                           "versions retire` judge a stored map by them; pass --holdout with a value in (0, 1), "
+                           "e.g. 0.2")
     src, dst = version_row(conn, family, from_version), version_row(conn, family, to_version)
     for v in (src, dst):
         if v["status"] not in ("candidate", "published", "deprecated"):
@@ -211,4 +225,6 @@ def _map_cos(m: compat.CompatMap) -> float | None:
     if check:
         return round(check["chained_cos_mean" if check["served_by"] == "chain" else "direct_cos_mean"], 4)
     heldout = m.metrics.get("heldout") or {}
+    if m.metrics.get("holdout_rows") == 0:  # in-sample figures (a map stored before holdout=0 was refused)
+        return None
     return None if heldout.get("cos_mean") is None else round(heldout["cos_mean"], 4)

@@ -241,6 +241,11 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
            "served_from": v["served_from"], "consumers": v["consumers"], "map_cos_mean": cos,
            "uncovered_served_as_missing": sum(f.get("uncovered_served_as_missing", 0) for f in resumed),
            "finished_pending": [f for f in finished if f.get("version") != version]}
+    if cos is None and todo:
+        out["warning"] = (f"the map v{v['served_from']} -> v{version} has no held-out measurement (fitted without a "
+                          f"holdout, or stored by an older version): how well it reproduces v{version} is unknown. "
+                          f"Check its consumers, or next time `star compat fit {family} --from {v['served_from']} "
+                          f"--to {version}` (held-out 20 %) before retiring")
     if cos is not None and cos < GATE_COS:
         out["warning"] = (f"the map v{v['served_from']} -> v{version} reproduces v{version}'s vectors with mean "
                           f"cosine {cos:.3f} (< {GATE_COS}, the publish gate's default): its consumers now get "
