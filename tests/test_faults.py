@@ -158,6 +158,11 @@ def test_killed_text_embed_is_invisible_until_whole_and_the_rerun_finishes(targe
                           name="text embed v2")
     finish(ledger, "text embed v2 rerun", _embed, target, models["bert"][1])
     check_world(target, ledger, "text embed v2 rerun")
+    third = [after(rng.uniform(1.0, 3.0)), staging_grows(MT, 3)]  # a third vintage: more kill points, fresh job
+    kills += _kill_series(target, tmp_path, ledger, _text_args(models["bert"][2]), third, [MT, JT],
+                          name="text embed v3")
+    finish(ledger, "text embed v3 rerun", _embed, target, models["bert"][2])
+    check_world(target, ledger, "text embed v3 rerun")
     assert kills >= 7, ledger.kill_log
     _clean(ledger, mark, "star text embed")
 
@@ -174,9 +179,11 @@ def test_killed_graph_embed_is_invisible_until_whole_and_the_rerun_finishes(targ
     finish(ledger, "graph embed v1 rerun", graph_embed, target, model_dir=models["gnn"], progress=False)
     check_world(target, ledger, "graph embed v1 rerun")
     end = data_end(target)
-    for days in (2, 1):  # a snapshot at an earlier cutoff per job: killed at a random moment, then finished
+    for days in (3, 2, 1, 4, 5):  # a snapshot at an earlier cutoff per job: killed at a random moment, then finished
+        if days > 3 and kills >= 7:
+            break
         cutoff = (end - pd.Timedelta(days=days)).isoformat()
-        kills += _kill_series(target, tmp_path, ledger, [*args, "--cutoff", cutoff], [after(rng.uniform(3.0, 8.0))],
+        kills += _kill_series(target, tmp_path, ledger, [*args, "--cutoff", cutoff], [after(rng.uniform(2.5, 5.5))],
                               [MG, JG], name=f"graph embed at {cutoff}")
         finish(ledger, f"graph embed at {cutoff} rerun", graph_embed, target, model_dir=models["gnn"],
                cutoff=cutoff, progress=False)
@@ -226,7 +233,7 @@ def test_killed_retire_keeps_serving_and_the_rerun_finishes(target, tmp_path, mo
     check_world(target, ledger, f"versions retire {MT} 1 rerun")
     # killed once its plan committed, a retire is finished by the next embedding job on the family
     kills += _kill_series(target, tmp_path, ledger, ["versions", "retire", JT, "1"],
-                          [after(rng.uniform(0.3, 1.0)), marked_for(JT, 1, "retire_pending", rng.uniform(0.2, 1.0))],
+                          [after(rng.uniform(0.2, 0.5)), marked_for(JT, 1, "retire_pending", rng.uniform(0.2, 1.0))],
                           [JT], name=f"versions retire {JT} 1")
     finish(ledger, f"text embed {JT} after a killed retire", _embed, target, models["bert"][1])
     check_world(target, ledger, f"text embed (the next job on {JT}) after a retire killed once retired")
