@@ -42,9 +42,11 @@ def ledger(request, tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "faults_summary.json"
     write_summary(led, path)
     line = led.line()
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n{line}  ({path})")
+    if capture is not None and reporter is not None:
+        with capture.global_and_fixture_disabled():  # shown in every run, passed or failed
+            reporter.write_line(f"\n{line}  ({path})")
     print(line)
     if len(led.kills) == 5:  # every kill test ran: issue #13 asks for at least 30 kills in all
         assert sum(led.kills.values()) >= 30, led.kill_log
