@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import psycopg
@@ -32,6 +32,9 @@ from psycopg import sql
 from star import db
 from star.config import REPO_ROOT
 from star.data.format import ID_COLUMN
+
+if TYPE_CHECKING:
+    from tests.fault_probes import Probe
 
 STAR = str(Path(sys.executable).with_name("star"))
 KINDS = ("errors", "short", "stale_or_mixed", "duplicates", "building_visible", "unserved", "unfinished",
@@ -293,104 +296,6 @@ def describe(target, families: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- killing real `star` processes
-
-@dataclass
-class Probe:
-    """When to kill: `value` is polled on a database connection; the process dies when `fires(at launch, now,
-    seconds since launch)`."""
-
-    label: str
-    value: Callable[[psycopg.Connection, str], Any] = lambda conn, app: None
-    fires: Callable[[Any, Any, float], bool] = lambda base, now, t: False
-
-
-def after(seconds: float) -> Probe:
-    return Probe(f"after {seconds:.2f} s", fires=lambda b, n, t: t >= seconds)
-
-
-def status_becomes(family: str, version: int, status: str) -> Probe:
-    def value(conn, app):
-        r = conn.execute("SELECT status FROM star.embedding_versions WHERE family = %s AND version = %s",
-                         (family, version)).fetchone()
-        return r and r[0]
-    return Probe(f"{family} v{version} became {status}", value, lambda b, n, t: n == status and b != status)
-
-
-def marked(family: str, version: int, mark: str) -> Probe:
-    """config ? mark in the vintage's registry row (e.g. retire_pending: a retire's plan committed)."""
-    def value(conn, app):
-        r = conn.execute("SELECT config ? %s FROM star.embedding_versions WHERE family = %s AND version = %s",
-                         (mark, family, version)).fetchone()
-        return bool(r and r[0])
-    return Probe(f"{family} v{version} marked {mark}", value, lambda b, n, t: n and not b)
-
-
-def marked_for(family: str, version: int, mark: str, seconds: float) -> Probe:
-    """`seconds` after this run set config.mark (e.g. online_pending: rows moved, Feast not yet serving them;
-    retire_pending: a retire's plan committed): a point inside a window that lasts, rather than an instant."""
-    seen: dict[str, float] = {}
-
-    def value(conn, app):
-        r = conn.execute("SELECT config ? %s FROM star.embedding_versions WHERE family = %s AND version = %s",
-                         (mark, family, version)).fetchone()
-        if r and r[0]:
-            seen.setdefault("t", time.monotonic())
-        return bool(r and r[0])
-    return Probe(f"{seconds:.2f} s after {family} v{version} got {mark}", value,
-                 lambda b, n, t: bool(n and not b and time.monotonic() - seen["t"] >= seconds))
-
-
-def rows_grow(family: str, version: int) -> Probe:
-    """Rows moved into the vintage's own table (published in SQL or, awaiting Feast, still building)."""
-    table = f"star.{family}_v{version}"
-
-    def value(conn, app):
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if is_table(conn, table) else -1
-    return Probe(f"rows in {table}", value, lambda b, n, t: n > max(b, 0))
-
-
-def version_appears(family: str) -> Probe:
-    def value(conn, app):
-        return conn.execute("SELECT count(*) FROM star.embedding_versions WHERE family = %s", (family,)).fetchone()[0]
-    return Probe(f"a new {family} vintage (building)", value, lambda b, n, t: n > b)
-
-
-MARKET = ("members", "jobs", "member_history", "job_history", "text_snapshots", "attribute_edges", "interactions",
-          "id_features")
-
-
-def market_counts(target) -> dict[str, int]:
-    with conn_of(target) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM star.{t}").fetchone()[0] for t in MARKET}
-
-
-def staging_grows(family: str, version: int) -> Probe:
-    table = f"star.{family}_v{version}__staging"
-
-    def value(conn, app):
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if exists(conn, table) else -1
-    return Probe(f"rows in {table}", value, lambda b, n, t: n > max(b, 0))
-
-
-def busy(pattern: str, label: str | None = None) -> Probe:
-    """The process's own server backend is running a statement matching `pattern` (ILIKE)."""
-    def value(conn, app):
-        return conn.execute("SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = %s AND "
-                            "state = 'active' AND query ILIKE %s", (app, pattern)).fetchone()[0]
-    return Probe(label or f"running {pattern}", value, lambda b, n, t: bool(n))
-
-
-def online_grows(view: str) -> Probe:
-    table = f"feast_online.star_{view}"
-
-    def value(conn, app):
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] if exists(conn, table) else -1
-    return Probe(f"rows in {table}", value, lambda b, n, t: n > max(b, 0))
-
-
-def table_gone(table: str) -> Probe:
-    return Probe(f"{table} dropped", lambda conn, app: is_table(conn, table), lambda b, n, t: b and not n)
-
 
 def command_of(args: list[str]) -> str:
     return " ".join(args[:1] if args[0] == "seed" else args[:2])

@@ -26,9 +26,9 @@ from star.text.model import TextEncoder
 from star.versions.lifecycle import fit_map
 from star.versions.retire import retire
 from tests.fault_readers import Readers
-from tests.faults import (Ledger, after, busy, check_world, feast_state, finish, kill_run, market_counts, marked,
-                          marked_for, rows_grow, run_star, staging_grows, status_becomes, version_appears,
-                          write_summary)
+from tests.fault_probes import (after, busy, market_counts, marked, marked_for, rows_grow, staging_grows,
+                                status_becomes, version_appears)
+from tests.faults import Ledger, check_world, feast_state, finish, kill_run, run_star, write_summary
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
 MEMBERS, JOBS = 850, 150  # > 1024 member texts: the text job commits two staging batches
