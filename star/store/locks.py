@@ -13,9 +13,9 @@ lock is re-entrant (a job calls library functions that lock the same family agai
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import psycopg
@@ -57,7 +57,7 @@ def _needed(db: tuple, families: Iterable[str], shared: bool) -> list[str]:
     return sorted({f for f in families if not held[(db, f, False)] and not (shared and held[(db, f, True)])})
 
 
-@contextmanager
+@contextlib.contextmanager
 def family_lock(target: DbTarget, families: Iterable[str], *, shared: bool = False) -> Iterator[None]:
     """Hold the families' locks (exclusive, or shared) for the duration; re-entrant within the thread."""
     from star.db import connect
@@ -79,4 +79,8 @@ def family_lock(target: DbTarget, families: Iterable[str], *, shared: bool = Fal
                 held[(db, family, shared)] -= 1
     finally:
         if conn is not None:
+            # released here, synchronously: a closed connection's backend lets go of its locks only when it has
+            # exited, which may be after this thread's next job has asked for them
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock_all()")
             conn.close()
