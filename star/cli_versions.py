@@ -84,7 +84,7 @@ def versions_publish(
 def versions_deprecate(family: str, version: int) -> None:
     """Mark a published vintage deprecated (still served from its own rows)."""
     from star.db import connect
-    from star.pipeline import finish_pending
+    from star.versions.pending import finish_pending
     from star.store.locks import family_lock
     from star.versions.lifecycle import deprecate
 
@@ -118,7 +118,7 @@ def compat_fit(family: str, from_: int = typer.Option(..., "--from", help="the n
                holdout: float = typer.Option(0.2, help="held-out share for the fit metrics, in (0, 1)")) -> None:
     """Fit W (and bias) so that W E_from + b ~ E_to on the entities current in both; store it."""
     from star.db import connect
-    from star.pipeline import finish_pending
+    from star.versions.pending import finish_pending
     from star.store.locks import family_lock
     from star.versions.lifecycle import fit_map
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 from star import db
 from star.config import DbTarget, Settings
+from star.store.serving import apply_features, materialize  # noqa: F401  (jobs and tests call them from here)
+from star.versions.pending import finished_views, finish_pending, serve_written
 
 SYNTHETIC_KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
 
@@ -42,45 +43,6 @@ def seed_dir(target: DbTarget, directory: Path, *, progress: bool = True) -> dic
     started = time.time()
     counts = load(target, read_dir(directory), progress=progress)
     return {"job": "seed", "source": str(directory), "written": counts, "seconds": round(time.time() - started, 2)}
-
-
-def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
-    from star.store.catalog import published_views
-    from star.store.feast_repo import apply, open_store
-
-    started = time.time()
-    with db.connect(target) as conn:
-        specs = published_views(conn)
-    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries the JSON lines
-        apply(open_store(target, settings), specs)
-    return {"job": "features apply", "feature_views": [s.name for s in specs],
-            "seconds": round(time.time() - started, 2)}
-
-
-def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
-                settings: Settings | None = None, feature_views: list[str] | None = None) -> dict:
-    """`feast materialize` of the views (default: every view Feast has), holding their embedding families' shared
-    lock (no job publishes into them meanwhile, so an older snapshot never overwrites a newer online row); then
-    the views whose rows the window covered are marked online (a new vintage is published now)."""
-    from star.store import embeddings
-    from star.store.feast_repo import open_store
-    from star.store.locks import family_lock
-
-    started = time.time()
-    start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
-    end = end or datetime.now(timezone.utc)
-    store = open_store(target, settings)
-    views = list(feature_views) if feature_views is not None else [fv.name for fv in store.list_feature_views()]
-    with db.connect(target) as conn:
-        families = embeddings.families_of(conn, views)
-    with family_lock(target, families, shared=True):
-        with contextlib.redirect_stdout(sys.stderr):
-            store.materialize(start, end, feature_views=views)
-        with db.connect(target) as conn:
-            published = embeddings.mark_online(conn, views, start=start, end=end)
-            conn.commit()
-    return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
-            **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
 
 
 def trainset(target: DbTarget, cfg, out: Path) -> dict:
@@ -172,44 +134,9 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
     with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
         finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
         results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress)
-        changed = _finished_views(finished) + _serve_written(target, results, settings)
+        changed = finished_views(finished) + serve_written(target, results, settings)
     return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
             "materialized": changed, "seconds": round(time.time() - started, 2)}
-
-
-def _serve_written(target: DbTarget, results: list[dict], settings: Settings | None) -> list[str]:
-    """Apply and materialize the views an embedding job wrote, and those of its families an earlier, killed run
-    left unserved (online_pending); a new vintage is published by that materialize. Returns the views."""
-    from star.store import embeddings
-
-    with db.connect(target) as conn:
-        pending = embeddings.online_pending(conn, sorted({r["family"] for r in results if r.get("family")}))
-    wrote = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
-    changed = wrote + [v for v in pending if v not in wrote]
-    if changed:
-        apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=changed)
-    return changed
-
-
-def _finished_views(finished: list[dict]) -> list[str]:
-    return [v for f in finished for v in f.get("feature_views", [])]
-
-
-def finish_pending(target: DbTarget, families: list[str], settings: Settings | None = None) -> list[dict]:
-    """Finish what killed jobs left of the families' lifecycle (the caller holds their locks): a retire that
-    did not get to its end, then views published but not yet served by Feast. One dict per finished step."""
-    from star.store import embeddings
-    from star.versions.retire import finish_retires
-
-    done = finish_retires(target, families, settings)
-    with db.connect(target) as conn:
-        pending = embeddings.online_pending(conn, families)
-    if pending:
-        apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=pending)
-        done.append({"step": "serve", "feature_views": pending})
-    return done
 
 
 def newest_graph_model(settings: Settings) -> Path | None:
@@ -283,7 +210,7 @@ def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None,
     with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
         finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
         results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg, progress=progress)
-        changed = _finished_views(finished) + _serve_written(target, results, settings)
+        changed = finished_views(finished) + serve_written(target, results, settings)
     return {"job": "graph embed", "model": str(model_dir), "families": results, "materialized": changed,
             "seconds": round(time.time() - started, 2)}
 

@@ -8,7 +8,7 @@
     star.<family>_v<k>__staging  UNLOGGED; batches land here and are committed one by one, so a killed run
                                  keeps its work; `publish` moves them into the version table and builds the
                                  index (first time), in one transaction, marking the version online_pending
-    pipeline: feast apply + materialize -> mark_online: a new version becomes 'published' (or 'candidate') only
+    serving: feast apply + materialize -> mark_online: a new version becomes 'published' (or 'candidate') only
               now, in one UPDATE, so SQL and Feast consumers see it at once, whole and with its rows.
 
 Consumers (Feast views, SQL) only see published versions and whole runs.

@@ -36,7 +36,7 @@ def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, ta
             min_overlap: float | None = None, settings: Settings | None = None) -> dict:
     """Gate candidate `family` v`version` against the ranker's vintage; publish it when the gate passes (holding
     the family's lock, after finishing what a killed job left)."""
-    from star.pipeline import finish_pending
+    from star.versions.pending import finish_pending
     from star.store.locks import family_lock
 
     with family_lock(target, [family]):
@@ -47,7 +47,7 @@ def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, ta
 
 def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str, max_auc_drop: float,
              min_mean: float, min_p5: float, min_overlap: float | None, settings: Settings | None) -> dict:
-    from star.pipeline import apply_features, materialize
+    from star.store.serving import apply_features, materialize
     from star.ranker.model import load
     from star.store.trainset import TrainsetConfig, build_trainset
     from star.versions.gate import GateFailed, evaluate_gate, gate_refs

@@ -125,7 +125,7 @@ def _pending(conn: psycopg.Connection, family: str, version: int) -> tuple[dict,
 
 def _finish(target: DbTarget, family: str, version: int, settings: Settings | None) -> dict:
     """Serve the planned retire in Feast, then flip the registry and replace the table: safe to run again."""
-    from star.pipeline import apply_features, materialize
+    from star.store.serving import apply_features, materialize
     from star.store.feast_repo import delete_online_rows, open_store
 
     with connect(target) as conn:
@@ -219,7 +219,7 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
            settings: Settings | None = None) -> dict:
     """Retire a vintage and keep serving it from `source` (default: the newest published) through the map.
     Refused when `source` lacks vectors for some of its current entities, unless drop_uncovered."""
-    from star.pipeline import finish_pending
+    from star.versions.pending import finish_pending
     from star.store.locks import family_lock
 
     with family_lock(target, [family]):

@@ -1,0 +1,55 @@
+"""Serving the catalog in Feast: `feast apply` of every view the registry serves, `feast materialize` under the
+families' shared locks, then the registry learns which views Feast now serves.
+
+    star.embedding_versions --catalog.published_views--> Feast objects --apply--> Feast registry + online tables
+    offline source rows --materialize (shared family locks)--> online rows --embeddings.mark_online--> registry
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from datetime import datetime, timezone
+
+from star import db
+from star.config import DbTarget, Settings
+
+
+def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
+    from star.store.catalog import published_views
+    from star.store.feast_repo import apply, open_store
+
+    started = time.time()
+    with db.connect(target) as conn:
+        specs = published_views(conn)
+    with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries the JSON lines
+        apply(open_store(target, settings), specs)
+    return {"job": "features apply", "feature_views": [s.name for s in specs],
+            "seconds": round(time.time() - started, 2)}
+
+
+def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
+                settings: Settings | None = None, feature_views: list[str] | None = None) -> dict:
+    """`feast materialize` of the views (default: every view Feast has), holding their embedding families' shared
+    lock (no job publishes into them meanwhile, so an older snapshot never overwrites a newer online row); then
+    the views whose rows the window covered are marked online (a new vintage is published now)."""
+    from star.store import embeddings
+    from star.store.feast_repo import open_store
+    from star.store.locks import family_lock
+
+    started = time.time()
+    start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = end or datetime.now(timezone.utc)
+    store = open_store(target, settings)
+    views = list(feature_views) if feature_views is not None else [fv.name for fv in store.list_feature_views()]
+    with db.connect(target) as conn:
+        families = embeddings.families_of(conn, views)
+    with family_lock(target, families, shared=True):
+        with contextlib.redirect_stdout(sys.stderr):
+            store.materialize(start, end, feature_views=views)
+        with db.connect(target) as conn:
+            published = embeddings.mark_online(conn, views, start=start, end=end)
+            conn.commit()
+    return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
+            **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
