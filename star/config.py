@@ -126,11 +126,12 @@ FEAST_MODES = {  # STAR_FEAST_MODE -> what feature_store.yaml's online_store.typ
 
 
 def feast_mode_env() -> dict[str, str]:
-    """STAR's online store and compute engine (default), or stock Feast's with STAR_FEAST_MODE=stock."""
+    """STAR's online store and compute engine (default), or stock Feast's with STAR_FEAST_MODE=stock; either one
+    alone through STAR_ONLINE_STORE / STAR_BATCH_ENGINE (e.g. STAR's store with Feast's `local` engine)."""
     mode = os.environ.get("STAR_FEAST_MODE", "star")
     if mode not in FEAST_MODES:
         raise ConfigError(f"STAR_FEAST_MODE={mode!r}: choose from {', '.join(FEAST_MODES)}")
-    return dict(FEAST_MODES[mode])
+    return {key: os.environ.get(key, value) for key, value in FEAST_MODES[mode].items()}
 
 
 @dataclass(frozen=True, kw_only=True)
