@@ -166,7 +166,9 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
         schema = _schema(config)
         store = config.online_store
         with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            if cur.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone()[0] is None:  # a role may lack CREATE
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                    sql.Identifier(schema), sql.Identifier(store.user)))
             versioning = config.registry.enable_online_feature_view_versioning
             for fv in tables_to_delete:
                 if versioning:
