@@ -114,7 +114,24 @@ class DbTarget:
             "STAR_PG_PASSWORD": self.password,
             "STAR_PG_SSLMODE": "disable" if self.host.startswith("/") else os.environ.get("STAR_PG_SSLMODE", "prefer"),
             "STAR_REGISTRY_URL": self.sqlalchemy_url(),
+            **feast_mode_env(),
         }
+
+
+FEAST_MODES = {  # STAR_FEAST_MODE -> what feature_store.yaml's online_store.type / batch_engine.type expand to
+    "star": {"STAR_ONLINE_STORE": "star.store.online_store.StarPostgreSQLOnlineStore",
+             "STAR_BATCH_ENGINE": "star.store.engine.StarSQLComputeEngine"},
+    "stock": {"STAR_ONLINE_STORE": "postgres", "STAR_BATCH_ENGINE": "local"},
+}
+
+
+def feast_mode_env() -> dict[str, str]:
+    """STAR's online store and compute engine (default), or stock Feast's with STAR_FEAST_MODE=stock; either one
+    alone through STAR_ONLINE_STORE / STAR_BATCH_ENGINE (e.g. STAR's store with Feast's `local` engine)."""
+    mode = os.environ.get("STAR_FEAST_MODE", "star")
+    if mode not in FEAST_MODES:
+        raise ConfigError(f"STAR_FEAST_MODE={mode!r}: choose from {', '.join(FEAST_MODES)}")
+    return {key: os.environ.get(key, value) for key, value in FEAST_MODES[mode].items()}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,9 @@
 
 The session migrates one template database; every test that asks for `target` gets a fresh database cloned from
 it (CREATE DATABASE ... TEMPLATE), so tests do not depend on order and leave nothing behind.
+
+Feast runs as configured by STAR_FEAST_MODE: `star` (default: STAR's online store and SQL compute engine) or
+`stock` (Feast's own postgres online store and local engine), e.g. `STAR_FEAST_MODE=stock pytest tests/test_feast.py`.
 """
 
 from __future__ import annotations

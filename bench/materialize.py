@@ -1,0 +1,129 @@
+"""`feast materialize` of one 200-d embedding view: STAR's online store + SQL engine vs stock Feast, same process.
+
+    .venv/bin/python bench/materialize.py --rows 100000 [--dim 200] [--stock-rows 100000]
+
+Each configuration gets its own fresh database holding the same vectors (random normal, float32), written straight
+into a published vintage table (no model). Measured through FeatureStore.materialize (what `feast materialize`
+runs):
+    star      StarPostgreSQLOnlineStore + StarSQLComputeEngine (in-server INSERT ... SELECT, HNSW built after)
+    star_copy StarPostgreSQLOnlineStore + Feast's local engine (client-side binary COPY into the stage)
+    stock     Feast's postgres online store + local engine (--stock-rows of them: stock is slow)
+The HNSW build inside the materialize is timed by the store itself and reported apart, so rows/s of the write
+itself show too.
+One JSON line per configuration, then the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.benchkit import emit, fresh_database  # noqa: E402
+from star import db  # noqa: E402
+from star.pipeline import apply_features  # noqa: E402
+from star.store import embeddings  # noqa: E402
+from star.store.feast_repo import open_store  # noqa: E402
+
+FAMILY, VIEW = "member_text_embedding", "member_text_embedding_v1"
+CONFIGS = {
+    "star": {"STAR_FEAST_MODE": "star"},
+    "star_copy": {"STAR_FEAST_MODE": "star", "STAR_BATCH_ENGINE": "local"},
+    "stock": {"STAR_FEAST_MODE": "stock"},
+}
+
+
+def load_vectors(target, rows: int, dim: int, seed: int = 0) -> None:
+    """A published vintage of `rows` members, COPYed in chunks (no source index: only materialize is timed)."""
+    rng = np.random.default_rng(seed)
+    with db.connect(target) as conn:
+        v, _ = embeddings.find_or_create(conn, family=FAMILY, entity="member", dim=dim, kind="text_embedding",
+                                         fingerprint={"bench": rows}, model="bench")
+        conn.commit()
+        embeddings.ensure_staging(conn, v)
+        for lo in range(0, rows, 50_000):
+            ids = np.arange(lo + 1, min(rows, lo + 50_000) + 1)
+            batch = pd.DataFrame({"entity_id": ids, "valid_from": pd.Timestamp("2025-01-01T00:00:00Z"),
+                                  "text_md5": [f"m{i}" for i in ids]})
+            embeddings.stage(conn, v, batch, rng.normal(size=(len(ids), dim)).astype(np.float32))
+        conn.commit()
+        conn.execute(f"INSERT INTO star.{VIEW} (member_id, event_timestamp, text_md5, embedding, is_current) "
+                     f"SELECT member_id, event_timestamp, text_md5, embedding, true FROM star.{VIEW}__staging")
+        conn.execute(f"DROP TABLE star.{VIEW}__staging")
+        conn.execute("UPDATE star.embedding_versions SET status = 'published' WHERE family = %s", (FAMILY,))
+        conn.commit()
+        conn.execute(f"ANALYZE star.{VIEW}")
+
+
+class IndexTimes(logging.Handler):
+    """Seconds the store spent building HNSW indexes inside the materialize (star.store.online_tables logs it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seconds += float(record.args[-1])
+
+
+def run(name: str, rows: int, dim: int) -> dict:
+    target = fresh_database(f"star_bench_materialize_{name}")
+    saved = {k: os.environ.get(k) for k in ("STAR_FEAST_MODE", "STAR_BATCH_ENGINE", "STAR_ONLINE_STORE")}
+    try:
+        for k in saved:
+            os.environ.pop(k, None)
+        os.environ.update(CONFIGS[name])
+        load_vectors(target, rows, dim)
+        times, log = IndexTimes(), logging.getLogger("star.store.online_tables")
+        log.addHandler(times), log.setLevel(logging.INFO)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            apply_features(target)
+            store = open_store(target)
+            started = time.perf_counter()
+            store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
+                              feature_views=[VIEW])
+            seconds = time.perf_counter() - started
+        log.removeHandler(times)
+        with db.connect(target) as conn:
+            (online,) = conn.execute(f"SELECT count(*) FROM feast_online.star_{VIEW}").fetchone()
+        index = times.seconds if name != "stock" else None
+        write = seconds - (index or 0.0)
+        return emit({"config": name, "rows": rows, "dim": dim, "online_rows": online, "seconds": round(seconds, 2),
+                     "rows_per_s": round(rows / seconds), "hnsw_build_s": None if index is None else round(index, 2),
+                     "rows_per_s_without_hnsw": round(rows / write) if write > 0 else None,
+                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        db.drop_database(target)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=200)
+    ap.add_argument("--stock-rows", type=int, default=None, help="rows for stock Feast (default: min(rows, 100k))")
+    ap.add_argument("--configs", default="star,star_copy,stock")
+    args = ap.parse_args()
+    results = {}
+    for name in args.configs.split(","):
+        rows = min(args.rows, args.stock_rows or 100_000) if name == "stock" else args.rows
+        results[name] = run(name, rows, args.dim)
+    if "stock" in results:
+        emit({"ratios_vs_stock_rows_per_s": {n: round(r["rows_per_s"] / results["stock"]["rows_per_s"], 1)
+                                             for n, r in results.items() if n != "stock"}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""STAR's online store + SQL compute engine (star/store/online_store.py, engine.py) against stock Feast, on a real
+Postgres: the same online values, similarity search with each id's own distance, atomic and idempotent materialize.
+
+The whole suite runs in stock mode too (STAR_FEAST_MODE=stock); tests of STAR-only behaviour skip there."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import sql
+
+from star import db
+from star.data.reading import read_dir
+from star.pipeline import apply_features, materialize
+from star.store import embeddings, online_tables
+from star.store.feast_repo import open_store
+from star.store.marketplace import load
+from tests import tiny_market
+
+FAMILY, VIEW = "member_text_embedding", "member_text_embedding_v1"
+STAR = str(Path(sys.executable).with_name("star"))
+star_only = pytest.mark.skipif(os.environ.get("STAR_FEAST_MODE", "star") == "stock",
+                               reason="STAR's online store only (STAR_FEAST_MODE=stock)")
+
+
+def vector_vintage(target, vectors: np.ndarray, ids, *, ts="2025-01-01T00:00:00Z") -> None:
+    """A published member embedding vintage holding `vectors` (no model: rows written directly)."""
+    with db.connect(target) as conn:
+        v, _ = embeddings.find_or_create(conn, family=FAMILY, entity="member", dim=vectors.shape[1],
+                                         kind="text_embedding", fingerprint={"test": True}, model="test")
+        conn.commit()
+        embeddings.ensure_staging(conn, v)
+        batch = pd.DataFrame({"entity_id": list(ids), "valid_from": pd.Timestamp(ts),
+                              "text_md5": [f"m{i}" for i in ids]})
+        embeddings.stage(conn, v, batch, vectors.astype(np.float32))
+        embeddings.publish(conn, v, metrics={}, analyze=False)
+
+
+def _serve(target, monkeypatch, mode: str) -> None:
+    monkeypatch.setenv("STAR_FEAST_MODE", mode)
+    apply_features(target)
+    materialize(target)
+
+
+def _market(target, tmp_path, vectors) -> None:
+    load(target, read_dir(tiny_market.write(tmp_path)))
+    vector_vintage(target, vectors, range(1, len(vectors) + 1))
+
+
+def _online(target, ids) -> dict:
+    store = open_store(target)
+    refs = [f"{fv.name}:{f.name}" for fv in store.list_feature_views() if fv.entity_columns[0].name == "member_id"
+            for f in fv.features]
+    return store.get_online_features(features=refs, entity_rows=[{"member_id": i} for i in ids],
+                                     full_feature_names=True).to_dict()
+
+
+def _search(target, query, k) -> dict:
+    return open_store(target).retrieve_online_documents_v2(
+        features=[f"{VIEW}:embedding"], query=list(map(float, query)), top_k=k).to_dict()
+
+
+def _cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    v = vectors.astype(np.float64)
+    return 1 - v @ query / (np.linalg.norm(v, axis=1) * np.linalg.norm(query))
+
+
+@star_only
+def test_fast_paths_return_what_stock_returns(server, target, tmp_path, monkeypatch):
+    """Same data in two databases, one served by stock Feast, one by STAR's store: identical online values
+    (vectors, strings, string lists, None for a missing entity) and the same top-k ids."""
+    base, template = server
+    other = base.with_database(f"{target.dbname}_stock")
+    db.ensure_database(other, template=template)
+    try:
+        vectors = np.random.default_rng(0).normal(size=(40, 16))
+        for t, mode in ((target, "star"), (other, "stock")):
+            _market(t, tmp_path / mode, vectors)
+            _serve(t, monkeypatch, mode)
+        ids = [1, 2, 3, 40, 404]
+        monkeypatch.setenv("STAR_FEAST_MODE", "stock")
+        stock, stock_hits = _online(other, ids), _search(other, vectors[0], 5)
+        monkeypatch.setenv("STAR_FEAST_MODE", "star")
+        fast, fast_hits = _online(target, ids), _search(target, vectors[0], 5)
+        assert fast == stock
+        assert fast[f"{VIEW}__embedding"][0] == pytest.approx(vectors[0].astype(np.float32).tolist())
+        assert fast[f"{VIEW}__embedding"][-1] is None and fast["member_categorical_v1__seniority"][-1] is None
+        assert sorted(fast_hits["member_id"]) == sorted(stock_hits["member_id"])
+        with db.connect(target) as conn:  # STAR's layout: a typed column and an HNSW index
+            assert conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                                "'feast_online.star_member_text_embedding_v1'::regclass "
+                                "AND attname = 'vector_value'").fetchone()[0] == "vector(16)"
+            assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'feast_online' AND "
+                                "indexdef LIKE '%USING hnsw%'").fetchone()[0] == 1
+    finally:
+        db.drop_database(other)
+
+
+@star_only
+def test_search_returns_each_id_with_its_own_distance(target, tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 16))
+    _market(target, tmp_path, vectors)
+    _serve(target, monkeypatch, "star")
+    for q in rng.normal(size=(5, 16)):
+        for k in (1, 10, 120):  # 120 > hnsw_ef_search: ef_search follows k, the top-k is complete
+            got = _search(target, q, k)
+            exact = _cosine(vectors, q)
+            assert len(got["member_id"]) == k
+            assert set(got["member_id"]) == set(np.argsort(exact)[:k] + 1)
+            for i, d, e in zip(got["member_id"], got["distance"], got["embedding"]):
+                assert d == pytest.approx(exact[i - 1], abs=1e-5)
+                assert e == pytest.approx(vectors[i - 1].tolist(), abs=1e-6)
+    with db.connect(target) as conn:  # the plan reads the HNSW index, not the table
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN SELECT entity_key FROM feast_online.star_member_text_embedding_v1 WHERE feature_name = "
+            "'embedding' ORDER BY vector_value <=> %s::real[]::vector(16) LIMIT 10", (vectors[0].tolist(),)))
+    assert "hnsw" in plan
+
+
+def _online_rows(target) -> list:
+    with db.connect(target) as conn:
+        return conn.execute("SELECT entity_key, feature_name, value, value_text, vector_value::text, event_ts "
+                            "FROM feast_online.star_member_text_embedding_v1 ORDER BY 1, 2").fetchall()
+
+
+def _new_snapshot(target, vectors) -> None:
+    """A later snapshot of every vector (a re-embedding of the same vintage)."""
+    with db.connect(target) as conn:
+        v = embeddings.get_version(conn, FAMILY, 1)
+        conn.commit()
+        embeddings.ensure_staging(conn, v)
+        ids = range(1, len(vectors) + 1)
+        embeddings.stage(conn, v, pd.DataFrame({"entity_id": list(ids), "valid_from": pd.Timestamp("2025-06-01T00:00:00Z"),
+                                                "text_md5": [f"n{i}" for i in ids]}), vectors.astype(np.float32))
+        embeddings.publish(conn, v, metrics={}, analyze=False)
+
+
+@star_only
+@pytest.mark.parametrize("engine", ["star.store.engine.StarSQLComputeEngine", "local"])
+def test_a_failed_materialize_leaves_the_previous_rows_and_a_rerun_is_idempotent(target, tmp_path, monkeypatch,
+                                                                                  engine):
+    """Both write paths (in-server SQL; Feast's local engine -> binary COPY): an exception after half the rows
+    are written rolls everything back; the re-run writes the new rows once, a second re-run changes nothing."""
+    monkeypatch.setenv("STAR_BATCH_ENGINE", engine)
+    rng = np.random.default_rng(2)
+    _market(target, tmp_path, rng.normal(size=(50, 8)))
+    _serve(target, monkeypatch, "star")
+    before = _online_rows(target)
+    _new_snapshot(target, rng.normal(size=(50, 8)))
+    real = online_tables.apply_stage
+
+    def fail_after_writing(cur, stage, schema, table, **kwargs):
+        real(cur, stage, schema, table, **kwargs)
+        (n,) = cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE event_ts > '2025-03-01'").format(
+            sql.Identifier(schema, table))).fetchone()
+        assert n == 50  # every row was written inside the transaction ...
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(online_tables, "apply_stage", fail_after_writing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        materialize(target, feature_views=[VIEW])
+    assert _online_rows(target) == before  # ... and none of them is visible after the failure
+    monkeypatch.setattr(online_tables, "apply_stage", real)
+    materialize(target, feature_views=[VIEW])
+    after = _online_rows(target)
+    assert len(after) == len(before) == 50 and after != before
+    assert all(ts == datetime(2025, 6, 1, tzinfo=timezone.utc) for *_, ts in after)
+    materialize(target, feature_views=[VIEW])
+    assert _online_rows(target) == after
+
+
+def _writer_backend(conn, dbname: str) -> int | None:
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'active' AND "
+                       "query LIKE '%%INSERT INTO%%member_text_embedding_v1%%' AND pid <> pg_backend_pid()", (dbname,)).fetchone()
+    return row[0] if row else None
+
+
+@star_only
+def test_a_materialize_killed_midway_leaves_the_previous_complete_rows(target, tmp_path, monkeypatch):
+    """SIGKILL of `star features materialize` while its upsert runs: readers keep the previous complete rows."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    _market(target, tmp_path, rng.normal(size=(n, 32)))
+    _serve(target, monkeypatch, "star")
+    before = _online_rows(target)
+    _new_snapshot(target, rng.normal(size=(n, 32)))
+    log = tmp_path / "materialize.log"
+    proc = subprocess.Popen([STAR, "features", "materialize"], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "STAR_DATABASE_URL": target.sqlalchemy_url()})
+    with db.connect(target, autocommit=True) as conn:
+        deadline, pid = time.time() + 120, None
+        while pid is None and proc.poll() is None and time.time() < deadline:
+            pid = _writer_backend(conn, target.dbname)
+            time.sleep(0.01)
+        assert pid is not None, f"the materialize ended before its upsert was seen: {log.read_text()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert _online_rows(target) == before  # a reader meanwhile sees the old rows
+            time.sleep(0.05)
+    assert _online_rows(target) == before
+    materialize(target, feature_views=[VIEW])
+    assert len(_online_rows(target)) == n and _online_rows(target) != before
+
