@@ -205,3 +205,57 @@ def test_migration_0006_builds_copies_for_vintages_retired_before_it(target, mod
         conn.execute(f"DROP TABLE star.{FAMILY}_v1__translated")
         again = conn.execute("SELECT id FROM star.nearest(%s, 1, %s, 5, 100)", (FAMILY, member)).fetchall()
         assert again == old
+
+
+def test_a_search_that_waited_for_the_flip_answers_from_the_translated_copy(target, model_dirs):
+    """A reader that looked the vintage up just before the flip committed, and then waited for its table, is not
+    left scanning the new view through the map: it looks the vintage up again and searches the translated copy."""
+    import threading
+    import time
+
+    from star.versions.retire import _flip, _pending
+
+    seed_synthetic(target, members=80, jobs=20, seed=5, progress=False)
+    for d in model_dirs[:2]:
+        _embed(target, d)
+    with db.connect(target) as conn:
+        fit_map(conn, FAMILY, 2, 1)
+        conn.commit()
+        with conn.transaction():
+            _plan(conn, FAMILY, 1, None, False)
+        plan, deps = _pending(conn, FAMILY, 1)
+        member = conn.execute(f"SELECT min(member_id) FROM star.{FAMILY}_v1").fetchone()[0]
+    _stage_translated(target, FAMILY, [1], 2, "member")
+    answer = {}
+
+    def reader():
+        with db.connect(target) as conn:
+            conn.execute("SET LOCAL track_functions = 'all'")
+            answer["rows"] = conn.execute("SELECT id, cosine FROM star.nearest(%s, 1, %s, 10)",
+                                          (FAMILY, member)).fetchall()
+            answer["mapped"] = conn.execute("SELECT coalesce(pg_stat_get_xact_function_calls("
+                                            "'star.compat_apply(text, integer, integer, vector)'::regprocedure), 0)"
+                                            ).fetchone()[0]
+
+    flip = db.connect(target)
+    try:
+        _flip(flip, FAMILY, 1, plan, deps, "member")  # not committed yet
+        thread = threading.Thread(target=reader)
+        thread.start()
+        with db.connect(target, autocommit=True) as watch:
+            for _ in range(200):
+                if watch.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                 "query LIKE '%%star.nearest%%'").fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the reader never waited for the flip")
+        flip.commit()
+        thread.join(30)
+    finally:
+        flip.close()
+    with db.connect(target, autocommit=True) as conn:
+        exact = _exact(_mapped(conn, 1, 2), member, 10)
+    # at most its own vector through the map (read from the view before it saw the flip), never every row
+    assert answer["mapped"] <= 1
+    assert [i for i, _ in answer["rows"]] == [i for i, _ in exact]

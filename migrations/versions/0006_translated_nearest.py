@@ -68,6 +68,11 @@ BEGIN
             format('star.%I', _nearest_once.family || '_v' || coalesce(v.served_from, _nearest_once.vintage))
             || CASE WHEN v.served_from IS NULL THEN '' ELSE ' (it serves retired v' || _nearest_once.vintage || ')' END;
     END IF;
+    IF v.served_from IS NULL AND (SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass(tbl)) <> 'r' THEN
+        -- retired while this read waited for the flip: the name is now the view over the serving vintage (a scan
+        -- through the map); star.nearest looks the vintage up again and searches its translated copy
+        RAISE EXCEPTION USING ERRCODE = 'undefined_table', MESSAGE = 'star.nearest: ' || tbl || ' was just retired';
+    END IF;
     wanted := k::bigint * CASE WHEN mapped THEN oversample ELSE 1 END;
     PERFORM set_config('hnsw.ef_search', least(greatest(wanted, 100), 1000)::text, true);
     PERFORM set_config('hnsw.iterative_scan', 'strict_order', true);
