@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from star.data.format import ID_COLUMN
+from star.errors import StarError
 
 SUFFIX = "__translated"
 
@@ -74,7 +75,8 @@ def swap_in(conn: psycopg.Connection, family: str, version: int) -> None:
     live = name(family, version)
     staging = live + "__staging"
     if conn.execute("SELECT to_regclass(%s)", (f"star.{staging}",)).fetchone()[0] is None:
-        raise RuntimeError(f"star.{staging} is missing: build_staging must run before the flip")
+        raise StarError(f"star.{staging} is missing: the retire builds it before its flip; run the same "
+                        "`star versions retire` again")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(live)))
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(_ident(staging), sql.Identifier(live)))
     for part in ("pkey", "hnsw"):
