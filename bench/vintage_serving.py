@@ -8,8 +8,16 @@ drift: long profiles are cut). v1 is fitted to v2 (`star compat fit`) and retire
     online_ratio_1 / _100      p50 of get_online_features("member_text_embedding_v1:embedding") after retirement /
                                p50 of the native v2 fetch (goal <= 1.1)
     historical_ratio           get_historical_features of v1 (computed from v2 through W in SQL) / native v2
-    sql_ratio                  star.nearest(family, 1, id, 10) retired / native v2 (p50)
-    sql_overlap_at_10          overlap of v1's neighbours before retirement with star.nearest(v1) after
+    sql_ratio                  star.nearest(family, 1, id, 10) retired / native v2 (p50; the two interleaved, query by
+                               query, after a warm pass): an HNSW search of v1's translated copy (migration 0006)
+    nearest_retired_overlap_at_10  overlap@10 of star.nearest(v1) with exact search over v1's translated vectors
+                               (every current v2 row through the map, cosine in numpy; ties count as hits)
+    sql_ratio_rerank           the same ratio for 0005's search (k x 10 candidates of v2 re-ranked through the map),
+                               measured after dropping the translated copy, and its overlap with exact search
+    sql_overlap_at_10          overlap of v1's neighbours before retirement with star.nearest(v1) after: how well
+                               the map keeps the neighbourhoods (map quality, not search quality)
+    translated_bytes           disk of the translated copy: table + HNSW index (per current entity too), and the
+                               seconds to build it (star.compat_apply of every current v2 row, index, ANALYZE)
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from benchkit import emit, fresh_database
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic
+from star.store import translated
 from star.store.feast_repo import open_store
 from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
@@ -60,6 +69,55 @@ def nearest(target, version: int, ids: list[int]) -> tuple[dict, dict[int, list[
             times.append((time.perf_counter() - t0) * 1000)
     return {"p50_ms": round(float(np.percentile(times, 50)), 3),
             "p99_ms": round(float(np.percentile(times, 99)), 3)}, out
+
+
+def nearest_pair(target, queries: list[int]) -> tuple[dict, dict, dict[int, list[int]]]:
+    """star.nearest on native v2 and retired v1, alternating query by query (a shared machine drifts)."""
+    times = {2: [], 1: []}
+    out = {}
+    with db.connect(target, autocommit=True) as conn:
+        for q in queries[:20]:  # warm: plans, index pages
+            for v in (2, 1):
+                conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
+        for q in queries:
+            for v in (2, 1):
+                t0 = time.perf_counter()
+                rows = conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
+                times[v].append((time.perf_counter() - t0) * 1000)
+                if v == 1:
+                    out[q] = [r[0] for r in rows]
+
+    def stats(t):
+        return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
+    return stats(times[2]), stats(times[1]), out
+
+
+def exact_translated(target, queries: list[int]) -> dict[int, set[int]]:
+    """The exact top 10 of each query in v1's space: every current v2 row through the map (star.compat_apply, as
+    Feast and psql read it), cosine in numpy; with every id tied with the 10th."""
+    with db.connect(target) as conn:
+        rows = conn.execute(f"SELECT member_id, star.compat_apply(%s, 2, 1, embedding) FROM star.{FAMILY}_v2 "
+                            "WHERE is_current ORDER BY 1", (FAMILY,)).fetchall()
+    ids = np.array([r[0] for r in rows])
+    m = np.array([r[1] for r in rows], dtype=np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    where = {int(i): j for j, i in enumerate(ids)}
+    out = {}
+    for q in queries:
+        cos = m @ m[where[q]]
+        cos[where[q]] = -np.inf
+        tenth = np.partition(-cos, 9)[9]
+        out[q] = {int(i) for i in ids[-cos <= tenth + 1e-6]}
+    return out
+
+
+def table_dim(conn) -> int:
+    return conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = 1",
+                        (FAMILY,)).fetchone()[0]
+
+
+def overlap(found: dict[int, list[int]], exact: dict[int, set[int]]) -> float:
+    return round(float(np.mean([min(len(set(found[q]) & exact[q]), 10) / 10 for q in found])), 4)
 
 
 def main() -> None:
@@ -101,16 +159,40 @@ def main() -> None:
                           entity_df=entity_df, features=[f"{FAMILY}_v{v}:embedding"]).to_df(), 10)}
         res[label]["sql_nearest"], after = nearest(target, version, queries)
         emit({"vintage": label, **res[label]})
-    overlap = float(np.mean([len(set(before[q]) & set(after[q])) / 10 for q in queries]))
+    kept = float(np.mean([len(set(before[q]) & set(after[q])) / 10 for q in queries]))
     _, native_after = nearest(target, 2, queries)
     no_map = float(np.mean([len(set(before[q]) & set(native_after[q])) / 10 for q in queries]))
+    exact = exact_translated(target, queries)
+    native, retired, found = nearest_pair(target, queries)
+    with db.connect(target) as conn:
+        table, index, n = conn.execute(
+            f"SELECT pg_table_size('star.{FAMILY}_v1__translated'), pg_indexes_size('star.{FAMILY}_v1__translated'), "
+            f"(SELECT count(*) FROM star.{FAMILY}_v1__translated)").fetchone()
+    with db.connect(target) as conn:
+        t0 = time.perf_counter()
+        with conn.transaction():  # what retire does for v1 before its flip, again, thrown away
+            translated.build_staging(conn, family=FAMILY, version=1, source=2, entity="member", dim=table_dim(conn))
+            build_s = round(time.perf_counter() - t0, 2)
+            conn.execute(f"DROP TABLE star.{FAMILY}_v1__translated__staging")
+    emit({"phase": "star.nearest, translated copy", "native_v2": native, "retired_v1": retired,
+          "translated_table_bytes": table, "translated_index_bytes": index, "entities": n, "build_seconds": build_s})
+    with db.connect(target, autocommit=True) as conn:  # 0005's search, for comparison: the copy is gone
+        conn.execute(f"DROP TABLE star.{FAMILY}_v1__translated")
+    native_rr, retired_rr, found_rr = nearest_pair(target, queries)
+    emit({"phase": "star.nearest, re-ranked candidates (0005)", "native_v2": native_rr, "retired_v1": retired_rr})
 
     def ratio(key):
         return round(res["retired_v1"][key]["p50_ms"] / res["native_v2"][key]["p50_ms"], 3)
     emit({"summary": "vintage_serving", "members": args.members, "online_ratio_1": ratio("online_1"),
           "online_ratio_100": ratio("online_100"), "historical_ratio": ratio("historical_100"),
-          "sql_ratio": ratio("sql_nearest"), "sql_overlap_at_10": round(overlap, 3),
-          "sql_overlap_at_10_no_map": round(no_map, 3), "map_heldout_cos_mean": m.metrics["heldout"]["cos_mean"]})
+          "nearest_native_p50_ms": native["p50_ms"], "nearest_retired_p50_ms": retired["p50_ms"],
+          "sql_ratio": round(retired["p50_ms"] / native["p50_ms"], 3),
+          "nearest_retired_overlap_at_10": overlap(found, exact), "translated_build_seconds": build_s,
+          "sql_ratio_rerank": round(retired_rr["p50_ms"] / native_rr["p50_ms"], 3),
+          "sql_overlap_at_10_exact_rerank": overlap(found_rr, exact),
+          "translated_bytes": table + index, "translated_bytes_per_entity": round((table + index) / max(n, 1), 1),
+          "sql_overlap_at_10": round(kept, 3), "sql_overlap_at_10_no_map": round(no_map, 3),
+          "map_heldout_cos_mean": m.metrics["heldout"]["cos_mean"]})
     db.drop_database(target)
 
 

@@ -158,6 +158,11 @@ def test_the_writer_retires_a_vintage_and_the_reader_still_reads_it(server, tmp_
         assert retire(writer, FAMILY, 1)["status"] == "retired"
         with db.connect(reader) as conn:
             rows = conn.execute(f"SELECT member_id, embedding FROM star.{FAMILY}_v1 WHERE is_current").fetchall()
+            # its translated copy (created by the writer's retire) is readable: star.nearest runs as the reader
+            near = conn.execute("SELECT count(*) FROM star.nearest(%s, 1, %s, 10)", (FAMILY, rows[0][0])).fetchone()
+            owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = %s",
+                                 (f"{FAMILY}_v1__translated",)).fetchone()
+        assert near == (10,) and owner == ("star_writer",)
         online = open_store(reader).get_online_features(features=[f"{FAMILY}_v1:embedding"],
                                                         entity_rows=[{"member_id": rows[0][0]}]).to_dict()
         assert rows and len(online["embedding"][0]) == 32

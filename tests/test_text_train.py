@@ -9,7 +9,6 @@ from dataclasses import fields
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -8,6 +8,8 @@
     star.<family>_v<k>__staging  UNLOGGED; batches land here and are committed one by one, so a killed run
                                  keeps its work; `publish` moves them into the version table and builds the
                                  index (first time), in one transaction, marking the version online_pending
+                                 the same transaction refreshes the changed entities of retired vintages served
+                                 from this one (star.<family>_v<j>__translated: star/store/translated.py)
     serving: feast apply + materialize -> mark_online: a new version becomes 'published' (or 'candidate') only
               now, in one UPDATE, so SQL and Feast consumers see it at once, whole and with its rows.
 
@@ -28,6 +30,7 @@ from psycopg import sql
 
 from star.data.format import ID_COLUMN
 from star.errors import StarError
+from star.store import translated
 
 
 class EmbeddingVersionError(StarError):
@@ -198,6 +201,8 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
             t=v.table, s=v.staging, key=sql.Identifier(v.key), src=sql.Identifier(v.source_column)))
         moved = cur.rowcount
         conn.execute(sql.SQL(MARK_CURRENT).format(t=v.table, s=v.staging, key=sql.Identifier(v.key)))
+        if moved:  # retired vintages served from this one: their translated copies move with its rows
+            translated.refresh(conn, family=v.family, source=v.version, entity=v.entity, changed=v.staging)
         # only the current snapshot of each entity is indexed: similarity search never returns stale texts
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops) "
                              "WITH (m = {m}, ef_construction = {ef}) WHERE is_current").format(

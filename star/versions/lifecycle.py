@@ -7,7 +7,8 @@
     Feast view <family>_v<j>  source = SELECT ..., star.compat_apply(family, k, j, embedding) FROM star.<family>_v<k>
                               (same name, same feature, j's dimension: get_online_features / historical retrieval
                               of "<family>_v<j>:embedding" change nothing for the consumer)
-    SQL                       star.nearest(family, j, id, k) (migration 0002) translates query and candidates
+    SQL                       star.nearest(family, j, id, k): an HNSW search of star.<family>_v<j>__translated,
+                              j's current vectors translated (migration 0006, star/store/translated.py)
 
 Retiring itself (plan, serve in Feast, flip; resumable after a kill) lives in star/versions/retire.py.
 """

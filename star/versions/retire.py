@@ -6,9 +6,12 @@
                                 config.retire_pending / repoint_pending mark the work (`star versions list`)
     serve in Feast              feast apply (the views' sources now map v_k's rows); uncovered entities' online
                                 rows are deleted (served as missing, never stale); materialize + VACUUM
+    translate                   v_k's current rows through the map into star.<family>_v<j>__translated__staging
+                                (and each repointed vintage's), with an HNSW index: one transaction each
     flip (one transaction)      status 'retired' + served_from, marks cleared, v_j's table replaced by a view
                                 over v_k through the map (a reader that looked v_j up a moment before still
-                                reads right vectors; so do psql users), staging dropped
+                                reads right vectors; so do psql users), staging dropped, the translated copies
+                                swapped in (star.nearest searches them natively: star/store/translated.py)
 
 The whole run holds the family's lock (star.store.locks). Killed anywhere, the marks stay and the next lifecycle
 command or embedding job on the family finishes the retire (`finish_retires`); before the plan committed nothing
@@ -25,6 +28,7 @@ from psycopg import sql
 from star.config import DbTarget, Settings
 from star.data.format import ID_COLUMN
 from star.db import connect
+from star.store import translated
 from star.versions import compat
 from star.versions.lifecycle import (GATE_COS, VersionError, _map_cos, _write_rows, list_versions, serving_map,
                                      version_row)
@@ -141,10 +145,22 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
     materialize(target, settings=settings, feature_views=views)
     for view in views:
         _vacuum_online(target, view, settings)
+    _stage_translated(target, family, [version, *deps], plan["source"], v["entity"])
     with connect(target) as conn:
         with conn.transaction():
             _flip(conn, family, version, plan, deps, v["entity"])
     return {"feature_views": views, "uncovered_served_as_missing": len(lost_ids)}
+
+
+def _stage_translated(target: DbTarget, family: str, versions: list[int], source: int, entity: str) -> None:
+    """The translated copies the flip swaps in (star.nearest searches them), one transaction each; built again
+    on a rerun (the family's lock keeps the source's rows still until the flip)."""
+    with connect(target) as conn:
+        for k in versions:
+            (dim,) = conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = %s",
+                                  (family, k)).fetchone()
+            with conn.transaction():
+                translated.build_staging(conn, family=family, version=k, source=source, entity=entity, dim=dim)
 
 
 UNCOVERED_IDS = """
@@ -194,6 +210,7 @@ def _flip(conn: psycopg.Connection, family: str, version: int, plan: dict, deps:
             view=_table(family, k), key=sql.Identifier(ID_COLUMN[entity]), src=sql.Identifier(src_col),
             dim=sql.Literal(dim), source_table=_table(family, source), family=sql.Literal(family),
             source=sql.Literal(source), version=sql.Literal(k)))  # DDL takes no parameters
+        translated.swap_in(conn, family, k)
 
 
 def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> None:

@@ -1,0 +1,183 @@
+"""star.nearest on a retired vintage against a native one at 20k-100k entities, in the same process (issue 14, item 4).
+
+    python bench/nearest_retired.py [--entities 50000] [--dim 384] [--queries 300]
+
+Real texts, cheap vectors (so the run fits in minutes on 2 cores): up to --entities distinct ESCO v1.1.1 and O*NET
+29.2 texts (skill and occupation descriptions, task statements, alternate titles; ../shared/data) embedded twice by
+latent semantic analysis — v2 (serving): TF-IDF of words and word pairs -> truncated SVD; v1 (retired): TF-IDF of
+character 3-5-grams within words -> truncated SVD; both --dim, unit length. Two different real-text spaces, so
+the ridge map v2 -> v1 is a real, imperfect fit. Both are written as vintages of member_text_embedding through
+star/store/embeddings.py (staging, publish: HNSW m=16, ef_construction=64), the map is fitted (`star compat fit`)
+and v1 is retired by the retire's SQL steps (plan, translate, flip; Feast is left out: this measures SQL).
+
+    nearest_native_p50_ms / nearest_retired_p50_ms   star.nearest(family, 2 | 1, id, 10), interleaved query by
+                                                     query after a warm pass
+    ratio                                            retired / native p50 (goal <= 1.5)
+    nearest_retired_overlap_at_10                    against exact search over v1's translated vectors (every
+                                                     current v2 row through the map; numpy; ties count as hits)
+    rerank_*                                         0005's search (k x 10 v2 candidates re-ranked through the
+                                                     map), after dropping the translated copy
+    translated_*                                     the copy: build seconds, table and index bytes
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchkit import emit, fresh_database
+from star import db
+from star.config import REPO_ROOT, Settings
+from star.store import embeddings as store
+from star.store import translated
+from star.versions.lifecycle import fit_map
+from star.versions.retire import _flip, _pending, _plan, _stage_translated
+
+FAMILY = "member_text_embedding"
+DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def real_texts(limit: int) -> list[str]:
+    """Distinct ESCO and O*NET texts, longest kinds first (descriptions, tasks), then alternate titles."""
+    texts: list[str] = []
+    with zipfile.ZipFile(DATA / "esco" / "esco-v1.1.1-classification-en-csv.zip") as z:
+        for name in ("skills_en.csv", "occupations_en.csv"):
+            member = next(n for n in z.namelist() if n.endswith(name))
+            for row in csv.DictReader(io.TextIOWrapper(z.open(member), encoding="utf-8")):
+                texts.append(f"{row['preferredLabel']}. {row['description']}")
+    onet = Path(DATA / "onet")
+    texts += pd.read_csv(onet / "Task Statements.txt", sep="\t", dtype=str)["Task"].tolist()
+    texts += pd.read_csv(onet / "Alternate Titles.txt", sep="\t", dtype=str)["Alternate Title"].tolist()
+    return list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))[:limit]
+
+
+def lsa(texts: list[str], dim: int, **tfidf) -> np.ndarray:
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    x = TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float32, **tfidf).fit_transform(texts)
+    e = TruncatedSVD(dim, algorithm="randomized", n_iter=3, random_state=0).fit_transform(x).astype(np.float32)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def write_vintage(target, name: str, vectors: np.ndarray) -> int:
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    with db.connect(target) as conn:
+        with conn.transaction():
+            v, _ = store.find_or_create(conn, family=FAMILY, entity="member", dim=vectors.shape[1],
+                                        kind="text_embedding", fingerprint={"bench": name}, model=name)
+            store.ensure_staging(conn, v)
+        for start in range(0, len(vectors), 10_000):
+            ids = np.arange(start, min(start + 10_000, len(vectors)))
+            store.stage(conn, v, pd.DataFrame({"entity_id": ids + 1, "valid_from": ts, "text_md5": name}),
+                        vectors[ids])
+        store.publish(conn, v, metrics={"bench": name})
+    return v.version
+
+
+def pair(conn, queries: list[int]) -> tuple[dict, dict, dict[int, list[int]]]:
+    times: dict[int, list[float]] = {2: [], 1: []}
+    found = {}
+    for q in queries[:30]:  # warm
+        for v in (2, 1):
+            conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
+    for q in queries:
+        for v in (2, 1):
+            t0 = time.perf_counter()
+            rows = conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
+            times[v].append((time.perf_counter() - t0) * 1000)
+            if v == 1:
+                found[q] = [r[0] for r in rows]
+
+    def stats(t):
+        return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
+    return stats(times[2]), stats(times[1]), found
+
+
+def exact(conn, queries: list[int]) -> dict[int, set[int]]:
+    rows = conn.execute(f"SELECT member_id, star.compat_apply(%s, 2, 1, embedding) FROM star.{FAMILY}_v2 "
+                        "WHERE is_current ORDER BY 1", (FAMILY,)).fetchall()
+    ids = np.array([r[0] for r in rows])
+    m = np.array([r[1] for r in rows], dtype=np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    where = {int(i): j for j, i in enumerate(ids)}
+    out = {}
+    for q in queries:
+        cos = m @ m[where[q]]
+        cos[where[q]] = -np.inf
+        tenth = np.partition(-cos, 9)[9]
+        out[q] = {int(i) for i in ids[-cos <= tenth + 1e-6]}
+    return out
+
+
+def overlap(found: dict[int, list[int]], truth: dict[int, set[int]]) -> float:
+    return round(float(np.mean([min(len(set(found[q]) & truth[q]), 10) / 10 for q in found])), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entities", type=int, default=50_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    texts = real_texts(args.entities)
+    v2 = lsa(texts, args.dim, ngram_range=(1, 2))
+    v1 = lsa(texts, args.dim, analyzer="char_wb", ngram_range=(3, 5), max_features=200_000)
+    emit({"phase": "texts and vectors", "entities": len(texts), "dim": args.dim,
+          "seconds": round(time.perf_counter() - t0, 1)})
+
+    target = fresh_database("star_bench_nearest", Settings.from_env())
+    t0 = time.perf_counter()
+    assert write_vintage(target, "lsa-char", v1) == 1 and write_vintage(target, "lsa-word", v2) == 2
+    emit({"phase": "two vintages written and indexed", "seconds": round(time.perf_counter() - t0, 1)})
+    with db.connect(target) as conn:
+        m = fit_map(conn, FAMILY, 2, 1)
+        conn.commit()
+        with conn.transaction():
+            _plan(conn, FAMILY, 1, None, False)
+        plan, deps = _pending(conn, FAMILY, 1)
+    emit({"phase": "compat fit v2 -> v1", **m.metrics["heldout"], "no_map_cos_mean": m.metrics.get("no_map_cos_mean")})
+    t0 = time.perf_counter()
+    _stage_translated(target, FAMILY, [1, *deps], plan["source"], "member")
+    build_s = round(time.perf_counter() - t0, 1)
+    with db.connect(target) as conn:
+        with conn.transaction():
+            _flip(conn, FAMILY, 1, plan, deps, "member")
+
+    rng = np.random.default_rng(0)
+    queries = [int(i) for i in rng.choice(np.arange(1, len(texts) + 1), args.queries, replace=False)]
+    with db.connect(target, autocommit=True) as conn:
+        truth = exact(conn, queries)
+        native, retired, found = pair(conn, queries)
+        table, index = conn.execute(f"SELECT pg_table_size('star.{FAMILY}_v1__translated'), "
+                                    f"pg_indexes_size('star.{FAMILY}_v1__translated')").fetchone()
+        native_bytes = conn.execute(f"SELECT pg_table_size('star.{FAMILY}_v2') + "
+                                    f"pg_indexes_size('star.{FAMILY}_v2')").fetchone()[0]
+        conn.execute(f"DROP TABLE star.{translated.name(FAMILY, 1)}")  # 0005's search, for comparison
+        rr_native, rr_retired, rr_found = pair(conn, queries)
+    emit({"summary": "nearest_retired", "entities": len(texts), "dim": args.dim, "queries": len(queries),
+          "nearest_native_p50_ms": native["p50_ms"], "nearest_native_p99_ms": native["p99_ms"],
+          "nearest_retired_p50_ms": retired["p50_ms"], "nearest_retired_p99_ms": retired["p99_ms"],
+          "ratio": round(retired["p50_ms"] / native["p50_ms"], 3),
+          "nearest_retired_overlap_at_10": overlap(found, truth),
+          "rerank_native_p50_ms": rr_native["p50_ms"], "rerank_retired_p50_ms": rr_retired["p50_ms"],
+          "rerank_ratio": round(rr_retired["p50_ms"] / rr_native["p50_ms"], 3),
+          "rerank_overlap_at_10": overlap(rr_found, truth),
+          "translated_build_seconds": build_s, "translated_table_bytes": table, "translated_index_bytes": index,
+          "translated_bytes_per_entity": round((table + index) / len(texts), 1),
+          "native_v2_bytes_per_entity": round(native_bytes / len(texts), 1),
+          "map_heldout_cos_mean": m.metrics["heldout"]["cos_mean"]})
+    db.drop_database(target)
+
+
+if __name__ == "__main__":
+    main()
