@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, fresh_database
+from benchkit import emit, fresh_database, nearest_pair
 from star import db
 from star.config import REPO_ROOT, Settings
 from star.store import embeddings as store
@@ -80,25 +80,6 @@ def write_vintage(target, name: str, vectors: np.ndarray) -> int:
                         vectors[ids])
         store.publish(conn, v, metrics={"bench": name})
     return v.version
-
-
-def pair(conn, queries: list[int]) -> tuple[dict, dict, dict[int, list[int]]]:
-    times: dict[int, list[float]] = {2: [], 1: []}
-    found = {}
-    for q in queries[:30]:  # warm
-        for v in (2, 1):
-            conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
-    for q in queries:
-        for v in (2, 1):
-            t0 = time.perf_counter()
-            rows = conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
-            times[v].append((time.perf_counter() - t0) * 1000)
-            if v == 1:
-                found[q] = [r[0] for r in rows]
-
-    def stats(t):
-        return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
-    return stats(times[2]), stats(times[1]), found
 
 
 def exact(conn, queries: list[int]) -> dict[int, set[int]]:
@@ -157,13 +138,13 @@ def main() -> None:
     queries = [int(i) for i in rng.choice(np.arange(1, len(texts) + 1), args.queries, replace=False)]
     with db.connect(target, autocommit=True) as conn:
         truth = exact(conn, queries)
-        native, retired, found = pair(conn, queries)
+        native, retired, found = nearest_pair(conn, FAMILY, queries, warm=30)
         table, index = conn.execute(f"SELECT pg_table_size('star.{FAMILY}_v1__translated'), "
                                     f"pg_indexes_size('star.{FAMILY}_v1__translated')").fetchone()
         native_bytes = conn.execute(f"SELECT pg_table_size('star.{FAMILY}_v2') + "
                                     f"pg_indexes_size('star.{FAMILY}_v2')").fetchone()[0]
         conn.execute(f"DROP TABLE star.{translated.name(FAMILY, 1)}")  # 0005's search, for comparison
-        rr_native, rr_retired, rr_found = pair(conn, queries)
+        rr_native, rr_retired, rr_found = nearest_pair(conn, FAMILY, queries, warm=30)
     emit({"summary": "nearest_retired", "entities": len(texts), "dim": args.dim, "queries": len(queries),
           "nearest_native_p50_ms": native["p50_ms"], "nearest_native_p99_ms": native["p99_ms"],
           "nearest_retired_p50_ms": retired["p50_ms"], "nearest_retired_p99_ms": retired["p99_ms"],

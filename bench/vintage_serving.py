@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, fresh_database
+from benchkit import emit, fresh_database, nearest_pair
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic
@@ -69,27 +69,6 @@ def nearest(target, version: int, ids: list[int]) -> tuple[dict, dict[int, list[
             times.append((time.perf_counter() - t0) * 1000)
     return {"p50_ms": round(float(np.percentile(times, 50)), 3),
             "p99_ms": round(float(np.percentile(times, 99)), 3)}, out
-
-
-def nearest_pair(target, queries: list[int]) -> tuple[dict, dict, dict[int, list[int]]]:
-    """star.nearest on native v2 and retired v1, alternating query by query (a shared machine drifts)."""
-    times = {2: [], 1: []}
-    out = {}
-    with db.connect(target, autocommit=True) as conn:
-        for q in queries[:20]:  # warm: plans, index pages
-            for v in (2, 1):
-                conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
-        for q in queries:
-            for v in (2, 1):
-                t0 = time.perf_counter()
-                rows = conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, v, q)).fetchall()
-                times[v].append((time.perf_counter() - t0) * 1000)
-                if v == 1:
-                    out[q] = [r[0] for r in rows]
-
-    def stats(t):
-        return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
-    return stats(times[2]), stats(times[1]), out
 
 
 def exact_translated(target, queries: list[int]) -> dict[int, set[int]]:
@@ -163,7 +142,8 @@ def main() -> None:
     _, native_after = nearest(target, 2, queries)
     no_map = float(np.mean([len(set(before[q]) & set(native_after[q])) / 10 for q in queries]))
     exact = exact_translated(target, queries)
-    native, retired, found = nearest_pair(target, queries)
+    with db.connect(target, autocommit=True) as conn:
+        native, retired, found = nearest_pair(conn, FAMILY, queries)
     with db.connect(target) as conn:
         table, index, n = conn.execute(
             f"SELECT pg_table_size('star.{FAMILY}_v1__translated'), pg_indexes_size('star.{FAMILY}_v1__translated'), "
