@@ -29,27 +29,23 @@ from star.config import DbTarget, Settings
 from star.data.format import ID_COLUMN
 from star.db import connect
 from star.store import translated
+from star.store.embeddings import SOURCE_COLUMN
 from star.versions import compat
-from star.versions.lifecycle import (GATE_COS, VersionError, _map_cos, _write_rows, list_versions, serving_map,
-                                     version_row)
+from star.versions.lifecycle import (GATE_COS, VersionError, _map_cos, _table, _write_rows, list_versions,
+                                     serving_map, version_row)
 
 
-def _table(family: str, version: int) -> sql.Composed:
-    return sql.Identifier("star", f"{family}_v{version}")
-
-
-UNCOVERED = """
-SELECT count(*), coalesce((array_agg(j.{key} ORDER BY j.{key}))[1:5], '{{}}')
-FROM {retired} j WHERE j.is_current AND NOT EXISTS (SELECT 1 FROM {source} k WHERE k.{key} = j.{key} AND k.is_current)
+UNCOVERED_IDS = """
+SELECT j.{key} FROM {retired} j
+WHERE j.is_current AND NOT EXISTS (SELECT 1 FROM {source} k WHERE k.{key} = j.{key} AND k.is_current) ORDER BY 1
 """
 
 
-def uncovered(conn: psycopg.Connection, family: str, version: int, source: int, entity: str) -> tuple[int, list]:
-    """How many entities have a current vector in v`version` but none in v`source`, and the first few ids."""
-    q = sql.SQL(UNCOVERED).format(key=sql.Identifier(ID_COLUMN[entity]), retired=_table(family, version),
-                                  source=_table(family, source))
-    n, ids = conn.execute(q).fetchone()
-    return n, list(ids)
+def uncovered_ids(conn: psycopg.Connection, family: str, version: int, source: int, entity: str) -> list[int]:
+    """Entities with a current vector in v`version` but none in v`source`, by id."""
+    q = sql.SQL(UNCOVERED_IDS).format(key=sql.Identifier(ID_COLUMN[entity]), retired=_table(family, version),
+                                      source=_table(family, source))
+    return [r[0] for r in conn.execute(q)]
 
 
 def _pick_source(conn: psycopg.Connection, family: str, version: int, source: int | None) -> int:
@@ -68,11 +64,12 @@ def _pick_source(conn: psycopg.Connection, family: str, version: int, source: in
 
 def _check_coverage(conn: psycopg.Connection, v: dict, source: int, drop_uncovered: bool) -> int:
     family, version = v["family"], v["version"]
-    n, ids = uncovered(conn, family, version, source, v["entity"])
+    ids = uncovered_ids(conn, family, version, source, v["entity"])
+    n, ids = len(ids), ids[:5]
     if n and not drop_uncovered:
         covering = [r["version"] for r in list_versions(conn, family) if r["status"] == "published"
                     and r["version"] not in (version, source)
-                    and uncovered(conn, family, version, r["version"], v["entity"])[0] == 0]
+                    and not uncovered_ids(conn, family, version, r["version"], v["entity"])]
         (total,) = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE is_current").format(
             t=_table(family, version))).fetchone()
         raise VersionError(
@@ -135,7 +132,7 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
     with connect(target) as conn:
         plan, deps = _pending(conn, family, version)
         v = version_row(conn, family, version)
-        lost_ids = _uncovered_ids(conn, family, version, plan["source"], v["entity"]) if plan["uncovered"] else []
+        lost_ids = uncovered_ids(conn, family, version, plan["source"], v["entity"]) if plan["uncovered"] else []
     views = [f"{family}_v{k}" for k in [version, *deps]]
     apply_features(target, settings)
     if lost_ids:  # first: from now on they are missing, never the stale pre-retirement vectors
@@ -163,18 +160,6 @@ def _stage_translated(target: DbTarget, family: str, versions: list[int], source
                 translated.build_staging(conn, family=family, version=k, source=source, entity=entity, dim=dim)
 
 
-UNCOVERED_IDS = """
-SELECT j.{key} FROM {retired} j
-WHERE j.is_current AND NOT EXISTS (SELECT 1 FROM {source} k WHERE k.{key} = j.{key} AND k.is_current) ORDER BY 1
-"""
-
-
-def _uncovered_ids(conn: psycopg.Connection, family: str, version: int, source: int, entity: str) -> list[int]:
-    q = sql.SQL(UNCOVERED_IDS).format(key=sql.Identifier(ID_COLUMN[entity]), retired=_table(family, version),
-                                      source=_table(family, source))
-    return [r[0] for r in conn.execute(q)]
-
-
 RETIRED_VIEW = """
 CREATE VIEW {view} AS
 SELECT {key}, event_timestamp, created, {src},
@@ -200,9 +185,9 @@ def _flip(conn: psycopg.Connection, family: str, version: int, plan: dict, deps:
         conn.execute("UPDATE star.embedding_versions SET served_from = %s, updated_at = now(), "
                      "config = (config - 'repoint_pending') || jsonb_build_object('served_through', "
                      "config->'repoint_pending'->'through') WHERE family = %s AND version = %s", (source, family, dep))
-    src_col = "text_md5" if conn.execute("SELECT config->>'kind' FROM star.embedding_versions WHERE family = %s AND "
-                                         "version = %s", (family, source)).fetchone()[0] == "text_embedding" \
-        else "source_md5"
+    (kind,) = conn.execute("SELECT config->>'kind' FROM star.embedding_versions WHERE family = %s AND version = %s",
+                           (family, source)).fetchone()
+    src_col = SOURCE_COLUMN[kind]
     for k in [version, *deps]:
         (dim,) = conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = %s",
                               (family, k)).fetchone()
