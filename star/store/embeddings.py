@@ -239,11 +239,14 @@ def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
 
 
 MARK_ONLINE = """
-UPDATE star.embedding_versions
-SET status = coalesce(config->>'ready_as', status), config = config - 'online_pending' - 'ready_as',
-    updated_at = CASE WHEN config ? 'ready_as' THEN now() ELSE updated_at END
-WHERE config ? 'online_pending' AND feature_view = ANY(%(views)s::text[])
-  AND (data_start IS NULL OR data_start >= %(start)s) AND (data_end IS NULL OR data_end <= %(end)s)
+UPDATE star.embedding_versions v
+SET status = coalesce(v.config->>'ready_as', v.status), config = v.config - 'online_pending' - 'ready_as',
+    updated_at = CASE WHEN v.config ? 'ready_as' THEN now() ELSE v.updated_at END
+FROM star.embedding_versions old  -- the row as it was: RETURNING tells which vintages were waiting to publish
+WHERE old.family = v.family AND old.version = v.version
+  AND v.config ? 'online_pending' AND v.feature_view = ANY(%(views)s::text[])
+  AND (v.data_start IS NULL OR v.data_start >= %(start)s) AND (v.data_end IS NULL OR v.data_end <= %(end)s)
+RETURNING v.feature_view, old.config ? 'ready_as'
 """
 
 
@@ -251,13 +254,8 @@ def mark_online(conn: psycopg.Connection, views: list[str], *, start, end) -> li
     """Feast now serves these views' rows, materialized over [start, end]: clear the online_pending marks of those
     whose rows the window covered, and such a new vintage becomes what its job asked for (published, or
     candidate). Returns the views that changed status."""
-    args = {"views": list(views), "start": start, "end": end}
-    flipped = [r[0] for r in conn.execute(
-        "SELECT feature_view FROM star.embedding_versions WHERE config ? 'ready_as' AND config ? 'online_pending' "
-        "AND feature_view = ANY(%(views)s::text[]) AND (data_start IS NULL OR data_start >= %(start)s) "
-        "AND (data_end IS NULL OR data_end <= %(end)s)", args)]
-    conn.execute(MARK_ONLINE, args)
-    return flipped
+    rows = conn.execute(MARK_ONLINE, {"views": list(views), "start": start, "end": end}).fetchall()
+    return sorted(view for view, flipped in rows if flipped)
 
 
 def families_of(conn: psycopg.Connection, views: list[str]) -> list[str]:
