@@ -46,3 +46,33 @@ def nearest_pair(conn, family: str, queries: list[int], *, warm: int = 20) -> tu
     def stats(t):
         return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
     return stats(times[2]), stats(times[1]), found
+
+
+def exact_translated(conn, family: str, queries: list[int]) -> dict[int, set[int]]:
+    """The exact top 10 of each query in v1's space: every current v2 row through the map (star.compat_apply, as
+    Feast and psql read it), cosine in numpy; with every id tied with the 10th."""
+    import numpy as np
+    from psycopg import sql
+
+    key = "member_id" if family.startswith("member") else "job_id"
+    rows = conn.execute(sql.SQL("SELECT {k}, star.compat_apply(%s, 2, 1, embedding) FROM {t} WHERE is_current "
+                                "ORDER BY 1").format(k=sql.Identifier(key), t=sql.Identifier("star", f"{family}_v2")),
+                        (family,)).fetchall()
+    ids = np.array([r[0] for r in rows])
+    m = np.array([r[1] for r in rows], dtype=np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    where = {int(i): j for j, i in enumerate(ids)}
+    out = {}
+    for q in queries:
+        cos = m @ m[where[q]]
+        cos[where[q]] = -np.inf
+        tenth = np.partition(-cos, 9)[9]
+        out[q] = {int(i) for i in ids[-cos <= tenth + 1e-6]}
+    return out
+
+
+def overlap(found: dict[int, list[int]], exact: dict[int, set[int]]) -> float:
+    """Mean share of each query's 10 answers found in its exact top 10 (ties with the 10th count as hits)."""
+    import numpy as np
+
+    return round(float(np.mean([min(len(set(found[q]) & exact[q]), 10) / 10 for q in found])), 4)

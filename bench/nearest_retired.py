@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, fresh_database, nearest_pair
+from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap
 from star import db
 from star.config import REPO_ROOT, Settings
 from star.store import embeddings as store
@@ -82,26 +82,6 @@ def write_vintage(target, name: str, vectors: np.ndarray) -> int:
     return v.version
 
 
-def exact(conn, queries: list[int]) -> dict[int, set[int]]:
-    rows = conn.execute(f"SELECT member_id, star.compat_apply(%s, 2, 1, embedding) FROM star.{FAMILY}_v2 "
-                        "WHERE is_current ORDER BY 1", (FAMILY,)).fetchall()
-    ids = np.array([r[0] for r in rows])
-    m = np.array([r[1] for r in rows], dtype=np.float32)
-    m /= np.linalg.norm(m, axis=1, keepdims=True)
-    where = {int(i): j for j, i in enumerate(ids)}
-    out = {}
-    for q in queries:
-        cos = m @ m[where[q]]
-        cos[where[q]] = -np.inf
-        tenth = np.partition(-cos, 9)[9]
-        out[q] = {int(i) for i in ids[-cos <= tenth + 1e-6]}
-    return out
-
-
-def overlap(found: dict[int, list[int]], truth: dict[int, set[int]]) -> float:
-    return round(float(np.mean([min(len(set(found[q]) & truth[q]), 10) / 10 for q in found])), 4)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=50_000)
@@ -137,7 +117,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(np.arange(1, len(texts) + 1), args.queries, replace=False)]
     with db.connect(target, autocommit=True) as conn:
-        truth = exact(conn, queries)
+        truth = exact_translated(conn, FAMILY, queries)
         native, retired, found = nearest_pair(conn, FAMILY, queries, warm=30)
         table, index = conn.execute(f"SELECT pg_table_size('star.{FAMILY}_v1__translated'), "
                                     f"pg_indexes_size('star.{FAMILY}_v1__translated')").fetchone()

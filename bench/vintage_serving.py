@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, fresh_database, nearest_pair
+from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic
@@ -71,32 +71,9 @@ def nearest(target, version: int, ids: list[int]) -> tuple[dict, dict[int, list[
             "p99_ms": round(float(np.percentile(times, 99)), 3)}, out
 
 
-def exact_translated(target, queries: list[int]) -> dict[int, set[int]]:
-    """The exact top 10 of each query in v1's space: every current v2 row through the map (star.compat_apply, as
-    Feast and psql read it), cosine in numpy; with every id tied with the 10th."""
-    with db.connect(target) as conn:
-        rows = conn.execute(f"SELECT member_id, star.compat_apply(%s, 2, 1, embedding) FROM star.{FAMILY}_v2 "
-                            "WHERE is_current ORDER BY 1", (FAMILY,)).fetchall()
-    ids = np.array([r[0] for r in rows])
-    m = np.array([r[1] for r in rows], dtype=np.float32)
-    m /= np.linalg.norm(m, axis=1, keepdims=True)
-    where = {int(i): j for j, i in enumerate(ids)}
-    out = {}
-    for q in queries:
-        cos = m @ m[where[q]]
-        cos[where[q]] = -np.inf
-        tenth = np.partition(-cos, 9)[9]
-        out[q] = {int(i) for i in ids[-cos <= tenth + 1e-6]}
-    return out
-
-
 def table_dim(conn) -> int:
     return conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = 1",
                         (FAMILY,)).fetchone()[0]
-
-
-def overlap(found: dict[int, list[int]], exact: dict[int, set[int]]) -> float:
-    return round(float(np.mean([min(len(set(found[q]) & exact[q]), 10) / 10 for q in found])), 4)
 
 
 def main() -> None:
@@ -141,7 +118,8 @@ def main() -> None:
     kept = float(np.mean([len(set(before[q]) & set(after[q])) / 10 for q in queries]))
     _, native_after = nearest(target, 2, queries)
     no_map = float(np.mean([len(set(before[q]) & set(native_after[q])) / 10 for q in queries]))
-    exact = exact_translated(target, queries)
+    with db.connect(target) as conn:
+        exact = exact_translated(conn, FAMILY, queries)
     with db.connect(target, autocommit=True) as conn:
         native, retired, found = nearest_pair(conn, FAMILY, queries)
     with db.connect(target) as conn:
