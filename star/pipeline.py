@@ -15,7 +15,7 @@ from pathlib import Path
 from star import db
 from star.config import DbTarget, Settings
 from star.store.serving import apply_features, materialize  # noqa: F401  (jobs and tests call them from here)
-from star.versions.pending import finished_views, finish_pending, serve_written
+from star.versions.pending import finish_pending, finished_views, serve_pending
 
 SYNTHETIC_KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
 
@@ -131,10 +131,11 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
         encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
         lineage = {"adapter_dir": None}
     cfg = dataclasses.replace(cfg or EmbedConfig(), await_feast=True)  # published once Feast serves it
-    with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
-        finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
+    families = [FAMILIES[e] for e in cfg.entities]
+    with family_lock(target, families):
+        finished = finish_pending(target, families, settings)
         results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress)
-        changed = finished_views(finished) + serve_written(target, results, settings)
+        changed = finished_views(finished) + serve_pending(target, families, settings)
     return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
             "materialized": changed, "seconds": round(time.time() - started, 2)}
 
@@ -207,10 +208,11 @@ def graph_embed(target: DbTarget, *, model_dir: Path | None = None, cutoff=None,
         raise checkpoint.GraphModelError(f"no graph model under {settings.graph_models}; run `star graph train` "
                                          "first or pass --model DIR")
     cfg = dataclasses.replace(cfg or GraphEmbedConfig(), await_feast=True)  # published once Feast serves it
-    with family_lock(target, [FAMILIES[e] for e in cfg.entities]):
-        finished = finish_pending(target, [FAMILIES[e] for e in cfg.entities], settings)
+    families = [FAMILIES[e] for e in cfg.entities]
+    with family_lock(target, families):
+        finished = finish_pending(target, families, settings)
         results = embed_graph(target, checkpoint.load(model_dir), cutoff=cutoff, cfg=cfg, progress=progress)
-        changed = finished_views(finished) + serve_written(target, results, settings)
+        changed = finished_views(finished) + serve_pending(target, families, settings)
     return {"job": "graph embed", "model": str(model_dir), "families": results, "materialized": changed,
             "seconds": round(time.time() - started, 2)}
 

@@ -229,13 +229,15 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
 
 def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
     """Feature views of `families` whose newest rows Feast has yet to serve: served views (catalog.SERVED) with
-    unmaterialized rows, and new vintages waiting to be applied and materialized before they are published."""
+    unmaterialized rows, and new vintages waiting to be applied and materialized before they are published; in the
+    order of `families`, then by version."""
     from star.store.catalog import SERVED
 
     return [r[0] for r in conn.execute(
-        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%s) AND "
-        "(status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) AND "
-        "(config->>'online_pending')::boolean ORDER BY family, version", (list(families), list(SERVED)))]
+        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%(f)s) AND "
+        "(status = ANY(%(s)s) OR (status = 'building' AND config ? 'ready_as')) AND "
+        "(config->>'online_pending')::boolean ORDER BY array_position(%(f)s::text[], family), version",
+        {"f": list(families), "s": list(SERVED)})]
 
 
 MARK_ONLINE = """

@@ -10,19 +10,17 @@ from star.config import DbTarget, Settings
 from star.store.serving import apply_features, materialize
 
 
-def serve_written(target: DbTarget, results: list[dict], settings: Settings | None) -> list[str]:
-    """Apply and materialize the views an embedding job wrote, and those of its families an earlier, killed run
-    left unserved (online_pending); a new vintage is published by that materialize. Returns the views."""
+def serve_pending(target: DbTarget, families: list[str], settings: Settings | None) -> list[str]:
+    """Apply and materialize the families' views whose rows Feast does not serve yet (online_pending: written by
+    the running job, or left by a killed one); a new vintage is published by that materialize. Returns them."""
     from star.store import embeddings
 
     with db.connect(target) as conn:
-        pending = embeddings.online_pending(conn, sorted({r["family"] for r in results if r.get("family")}))
-    wrote = [r["feature_view"] for r in results if r["embedded"] or r["new_version"]]
-    changed = wrote + [v for v in pending if v not in wrote]
-    if changed:
+        pending = embeddings.online_pending(conn, families)
+    if pending:
         apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=changed)
-    return changed
+        materialize(target, settings=settings, feature_views=pending)
+    return pending
 
 
 def finished_views(finished: list[dict]) -> list[str]:
@@ -32,14 +30,10 @@ def finished_views(finished: list[dict]) -> list[str]:
 def finish_pending(target: DbTarget, families: list[str], settings: Settings | None = None) -> list[dict]:
     """Finish what killed jobs left of the families' lifecycle (the caller holds their locks): a retire that
     did not get to its end, then views published but not yet served by Feast. One dict per finished step."""
-    from star.store import embeddings
     from star.versions.retire import finish_retires  # retire finishes through this module too
 
     done = finish_retires(target, families, settings)
-    with db.connect(target) as conn:
-        pending = embeddings.online_pending(conn, families)
-    if pending:
-        apply_features(target, settings)
-        materialize(target, settings=settings, feature_views=pending)
-        done.append({"step": "serve", "feature_views": pending})
+    served = serve_pending(target, families, settings)
+    if served:
+        done.append({"step": "serve", "feature_views": served})
     return done
