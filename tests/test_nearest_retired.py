@@ -167,7 +167,8 @@ def test_a_second_retire_repoints_the_translated_copy(target, model_dirs):
         assert left == []
 
 
-def test_a_retire_killed_after_translating_serves_its_own_rows_until_finished(target, model_dirs):
+def _planned_retire(target, model_dirs) -> None:
+    """Two vintages, map v2 -> v1 fitted, and v1's retire planned (its first step committed)."""
     seed_synthetic(target, members=80, jobs=20, seed=5, progress=False)
     for d in model_dirs[:2]:
         _embed(target, d)
@@ -176,6 +177,10 @@ def test_a_retire_killed_after_translating_serves_its_own_rows_until_finished(ta
         conn.commit()
         with conn.transaction():
             _plan(conn, FAMILY, 1, None, False)
+
+
+def test_a_retire_killed_after_translating_serves_its_own_rows_until_finished(target, model_dirs):
+    _planned_retire(target, model_dirs)
     _stage_translated(target, FAMILY, [1], 2, "member")  # killed before the flip
     with db.connect(target, autocommit=True) as conn:
         member = conn.execute(f"SELECT min(member_id) FROM star.{FAMILY}_v1").fetchone()[0]
@@ -215,14 +220,8 @@ def test_a_search_that_waited_for_the_flip_answers_from_the_translated_copy(targ
 
     from star.versions.retire import _flip, _pending
 
-    seed_synthetic(target, members=80, jobs=20, seed=5, progress=False)
-    for d in model_dirs[:2]:
-        _embed(target, d)
+    _planned_retire(target, model_dirs)
     with db.connect(target) as conn:
-        fit_map(conn, FAMILY, 2, 1)
-        conn.commit()
-        with conn.transaction():
-            _plan(conn, FAMILY, 1, None, False)
         plan, deps = _pending(conn, FAMILY, 1)
         member = conn.execute(f"SELECT min(member_id) FROM star.{FAMILY}_v1").fetchone()[0]
     _stage_translated(target, FAMILY, [1], 2, "member")
