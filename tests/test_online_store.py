@@ -213,3 +213,40 @@ def test_a_materialize_killed_midway_leaves_the_previous_complete_rows(target, t
     materialize(target, feature_views=[VIEW])
     assert len(_online_rows(target)) == n and _online_rows(target) != before
 
+
+
+@star_only
+def test_rows_are_served_before_their_index_and_a_killed_build_is_finished_by_the_next_run(target, tmp_path,
+                                                                                          monkeypatch):
+    """The first load commits the rows, then builds the HNSW index. A run that dies in between leaves complete
+    rows that search exactly; the next materialize (or feast apply) builds the missing index."""
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(200, 16))
+    _market(target, tmp_path, vectors)
+    monkeypatch.setenv("STAR_FEAST_MODE", "star")
+    apply_features(target)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed before the index build")
+
+    real = online_tables.ensure_indexes
+    monkeypatch.setattr(online_tables, "ensure_indexes", killed)
+    with pytest.raises(RuntimeError, match="killed before the index build"):
+        materialize(target, feature_views=[VIEW])
+    monkeypatch.setattr(online_tables, "ensure_indexes", real)
+
+    def hnsw() -> int:
+        with db.connect(target) as conn:
+            return conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'feast_online' AND "
+                                "tablename = %s AND indexdef LIKE '%%USING hnsw%%'", (f"star_{VIEW}",)).fetchone()[0]
+
+    assert len(_online_rows(target)) == 200 and hnsw() == 0
+    got = _search(target, vectors[7], 5)  # exact without the index: still each id with its own distance
+    assert set(got["member_id"]) == set(np.argsort(_cosine(vectors, vectors[7]))[:5] + 1)
+    apply_features(target)
+    assert hnsw() == 1
+    with db.connect(target) as conn:
+        conn.execute(f"DROP INDEX feast_online.{online_tables.index_name(f'star_{VIEW}', 'embedding')}")
+        conn.commit()
+    materialize(target, feature_views=[VIEW])
+    assert hnsw() == 1

@@ -105,18 +105,20 @@ def stage_latest_sql(fv: FeatureView, stage: str) -> sql.Composed:
 
 def materialize_in_server(config: RepoConfig, task: MaterializationTask) -> int:
     """The view's latest rows in [start, end] into its online table, in one transaction; returns rows written."""
-    from star.store.online_store import _table
+    from star.store.online_store import _table, build_indexes
 
     fv = task.feature_view
     schema, name = _table(config, fv)
     stage = f"star_stage_{uuid.uuid4().hex[:16]}"
     params = {"prefix": _key_prefix(fv.entity_columns[0].name, config.entity_key_serialization_version),
               "start": task.start_time, "end": task.end_time}
-    with _get_conn(config.online_store) as conn, conn.transaction(), conn.cursor() as cur:
-        tables.create_stage(cur, stage, tables.table_dim(fv))
-        cur.execute(stage_latest_sql(fv, stage), params)
-        return tables.apply_stage(cur, stage, schema, name,
-                                  maintenance_work_mem=config.online_store.maintenance_work_mem)
+    with _get_conn(config.online_store) as conn:
+        with conn.transaction(), conn.cursor() as cur:
+            tables.create_stage(cur, stage, tables.table_dim(fv))
+            cur.execute(stage_latest_sql(fv, stage), params)
+            written = tables.apply_stage(cur, stage, schema, name)
+        build_indexes(config, conn, fv)
+    return written
 
 
 class StarSQLComputeEngine(LocalComputeEngine):

@@ -113,8 +113,8 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
                     cp.set_types(["int8", "bytea", "text", "bytea", "text", "vector", "timestamptz", "timestamptz"])
                     for row in tables.stage_rows(data, table, config.entity_key_serialization_version):
                         cp.write_row(row)
-                tables.apply_stage(cur, stage, schema, name,
-                                   maintenance_work_mem=config.online_store.maintenance_work_mem)
+                tables.apply_stage(cur, stage, schema, name)
+            build_indexes(config, conn, table)
         if progress:
             progress(len(data))
 
@@ -165,20 +165,26 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
                entities_to_keep: Sequence[Entity], partial: bool):
         schema = _schema(config)
         store = config.online_store
-        with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
-            if cur.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone()[0] is None:  # a role may lack CREATE
-                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
-                    sql.Identifier(schema), sql.Identifier(store.user)))
-            versioning = config.registry.enable_online_feature_view_versioning
-            for fv in tables_to_delete:
-                if versioning:
-                    stock._drop_all_version_tables(cur, config.project, fv, schema)
-                else:
-                    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*_table(config, fv))))
-            for fv in tables_to_keep:
-                _, name = _table(config, fv)
-                _type_vector_column(cur, schema, name, tables.table_dim(fv))
-                tables.create_table(cur, schema, name, fv, m=store.hnsw_m, ef_construction=store.hnsw_ef_construction)
+        with self._get_conn(config) as conn:
+            with conn.transaction(), conn.cursor() as cur:
+                if cur.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone()[0] is None:  # may lack CREATE
+                    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                        sql.Identifier(schema), sql.Identifier(store.user)))
+                versioning = config.registry.enable_online_feature_view_versioning
+                for fv in tables_to_delete:
+                    if versioning:
+                        stock._drop_all_version_tables(cur, config.project, fv, schema)
+                    else:
+                        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*_table(config, fv))))
+                loaded = []  # views with rows: a materialize killed before building their index left it to us
+                for fv in tables_to_keep:
+                    _, name = _table(config, fv)
+                    _type_vector_column(cur, schema, name, tables.table_dim(fv))
+                    tables.create_table(cur, schema, name, fv)
+                    if not tables.is_empty(cur, schema, name):
+                        loaded.append(fv)
+            for fv in loaded:
+                build_indexes(config, conn, fv)
 
     # ---- similarity search --------------------------------------------------------------------------------
     def retrieve_online_documents_v2(self, config: RepoConfig, table: FeatureView, requested_features: List[str],
@@ -211,6 +217,14 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
             cur.execute(query, params)
             rows = cur.fetchall()
         return _documents(rows)
+
+
+def build_indexes(config: RepoConfig, conn: Connection, fv: FeatureView) -> float:
+    """The view's missing HNSW indexes, after its rows are committed (star/store/online_tables.py)."""
+    store = config.online_store
+    return tables.ensure_indexes(conn, *_table(config, fv), fv, m=store.hnsw_m,
+                                 ef_construction=store.hnsw_ef_construction,
+                                 maintenance_work_mem=store.maintenance_work_mem)
 
 
 def _documents(rows: List[Tuple]) -> List[Tuple[Optional[datetime], Optional[EntityKeyProto], Dict[str, ValueProto]]]:

@@ -13,7 +13,10 @@
          --one INSERT ... ON CONFLICT of the rows that changed--> table          all in ONE transaction
 
 Readers see the previous complete rows until the commit, then the new ones; a killed writer leaves nothing. Into
-an empty table (a new view) the HNSW indexes are built once after the load instead of row by row.
+an empty table (a new view) the rows are loaded without HNSW indexes and committed; the indexes are then built
+once (`ensure_indexes`, CREATE INDEX: readers go on reading, searches scan exactly until it is built) instead of
+row by row into the graph. A writer killed between the two leaves complete rows and no index: the next
+materialize or `feast apply` builds it.
 """
 
 from __future__ import annotations
@@ -99,13 +102,30 @@ def index_name(table: str, feature: str) -> str:
     return name if len(name) <= 63 else f"{name[:50]}_{hashlib.md5(name.encode()).hexdigest()[:12]}"
 
 
-def create_table(cur, schema: str, table: str, fv: FeatureView, *, m: int, ef_construction: int) -> None:
-    ident = sql.Identifier(schema, table)
-    dim = table_dim(fv)
-    cur.execute(sql.SQL(CREATE_TABLE).format(table=ident, vector_type=vector_type(dim)))
-    if dim:
-        for v in vector_fields(fv):
+def create_table(cur, schema: str, table: str, fv: FeatureView) -> None:
+    """The typed table, without its HNSW indexes (`ensure_indexes` builds them once rows are in)."""
+    cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(schema, table), vector_type=vector_type(table_dim(fv))))
+
+
+def ensure_indexes(conn, schema: str, table: str, fv: FeatureView, *, m: int, ef_construction: int,
+                   maintenance_work_mem: str) -> float:
+    """Build the view's missing HNSW indexes, each in its own transaction after the rows are committed (a plain
+    CREATE INDEX: reads go on, writes wait); returns the seconds spent building."""
+    if not table_dim(fv):
+        return 0.0
+    started = time.perf_counter()
+    existing = None
+    for v in vector_fields(fv):
+        with conn.transaction(), conn.cursor() as cur:
+            if existing is None:
+                existing = {name for name, _ in _hnsw_indexes(cur, schema, table)}
+            if index_name(table, v.name) in existing:
+                continue
+            cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
             cur.execute(create_index(schema, table, v, m=m, ef_construction=ef_construction))
+    seconds = time.perf_counter() - started
+    LOG.info("%s.%s: HNSW index(es) built in %.3f s", schema, table, seconds)
+    return seconds
 
 
 def create_index(schema: str, table: str, v: VectorField, *, m: int, ef_construction: int) -> sql.Composed:
@@ -126,31 +146,29 @@ def _hnsw_indexes(cur, schema: str, table: str) -> list[tuple[str, str]]:
         "AND indexdef LIKE '%% USING hnsw %%'", (schema, table)).fetchall()
 
 
+def is_empty(cur, schema: str, table: str) -> bool:
+    return cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+        sql.Identifier(schema, table))).fetchone()[0]
+
+
 def _bulk_load_allowed(cur, schema: str, table: str) -> bool:
     """An empty table this role owns: its indexes may be dropped and built once after the load."""
-    ident = sql.Identifier(schema, table)
-    empty = cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()[0]
-    if not empty:
+    if not is_empty(cur, schema, table):
         return False
     return cur.execute("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = %s::regclass",
-                       (ident.as_string(cur),)).fetchone()[0]
+                       (sql.Identifier(schema, table).as_string(cur),)).fetchone()[0]
 
 
-def apply_stage(cur, stage: str, schema: str, table: str, *, maintenance_work_mem: str) -> int:
-    """Upsert the stage into the table (inside the caller's transaction); returns the rows written."""
-    rebuild = _hnsw_indexes(cur, schema, table) if _bulk_load_allowed(cur, schema, table) else []
-    for name, _ in rebuild:  # the table is empty: building once beats inserting row by row into the graph
-        cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
+def apply_stage(cur, stage: str, schema: str, table: str) -> int:
+    """Upsert the stage into the table (inside the caller's transaction); returns the rows written. Into an empty
+    table the HNSW indexes are dropped first (the caller builds them after its commit: `ensure_indexes`)."""
+    if _bulk_load_allowed(cur, schema, table):  # building once beats inserting row by row into the graph
+        for name, _ in _hnsw_indexes(cur, schema, table):
+            cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
     started = time.perf_counter()
     cur.execute(sql.SQL(UPSERT).format(table=sql.Identifier(schema, table), stage=sql.Identifier(stage)))
-    written, upserted = cur.rowcount, time.perf_counter()
-    if rebuild:
-        cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
-        for _, definition in rebuild:
-            cur.execute(definition)
-    LOG.info("%s.%s: %d rows upserted in %.3f s, %d HNSW index(es) built in %.3f s", schema, table, written,
-             upserted - started, len(rebuild), time.perf_counter() - upserted)
-    return written
+    LOG.info("%s.%s: %d rows upserted in %.3f s", schema, table, cur.rowcount, time.perf_counter() - started)
+    return cur.rowcount
 
 
 def _aware(ts):
