@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import zipfile
 
 from star import db
-from star.config import DbTarget, Settings
+from star.config import REPO_ROOT, DbTarget, Settings
+
+DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def emit(record: dict) -> dict:
@@ -76,3 +81,67 @@ def overlap(found: dict[int, list[int]], exact: dict[int, set[int]]) -> float:
     import numpy as np
 
     return round(float(np.mean([min(len(set(found[q]) & exact[q]), 10) / 10 for q in found])), 4)
+
+
+def real_texts(limit: int) -> list[str]:
+    """Distinct ESCO v1.1.1 and O*NET 29.2 texts (../shared/data), longest kinds first: skill and occupation
+    descriptions, task statements, O*NET alternate titles, then ESCO's alternative labels (~180k in all)."""
+    import pandas as pd
+
+    texts: list[str] = []
+    alternatives: list[str] = []
+    with zipfile.ZipFile(DATA / "esco" / "esco-v1.1.1-classification-en-csv.zip") as z:
+        for name in ("skills_en.csv", "occupations_en.csv"):
+            member = next(n for n in z.namelist() if n.endswith(name))
+            for row in csv.DictReader(io.TextIOWrapper(z.open(member), encoding="utf-8")):
+                texts.append(f"{row['preferredLabel']}. {row['description']}")
+                alternatives += (row.get("altLabels") or "").split("\n")
+    onet = DATA / "onet"
+    texts += pd.read_csv(onet / "Task Statements.txt", sep="\t", dtype=str)["Task"].tolist()
+    texts += pd.read_csv(onet / "Alternate Titles.txt", sep="\t", dtype=str)["Alternate Title"].tolist()
+    texts += alternatives
+    return list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))[:limit]
+
+
+SEED_SQL = """
+INSERT INTO star.members (member_id) SELECT g FROM generate_series(1, %(n)s) g;
+INSERT INTO star.member_history (member_id, valid_from, attrs)
+SELECT m, timestamptz '2025-01-01' + ((k * 60 + m %% 53) * interval '1 day'),
+       jsonb_build_object('seniority', (ARRAY['junior','mid','senior','lead'])[1 + (m + k) %% 4],
+                          'location', 'city' || ((m * 7 + k) %% 50), 'band', 'b' || k)
+FROM generate_series(1, %(n)s) m, generate_series(0, 2) k;
+INSERT INTO star.text_snapshots (entity, entity_id, valid_from, text)
+SELECT 'member', m, timestamptz '2025-01-01' + ((k * 90 + m %% 31) * interval '1 day'),
+       'profile ' || m || ' version ' || k || ': data analyst with SQL and Python'
+FROM generate_series(1, %(n)s) m, generate_series(0, 1) k;
+INSERT INTO star.jobs (job_id) SELECT g FROM generate_series(1, %(jobs)s) g;
+INSERT INTO star.job_history (job_id, valid_from, attrs)
+SELECT j, timestamptz '2025-01-01' + ((k * 45 + j %% 41) * interval '1 day'),
+       jsonb_build_object('employment_type', (ARRAY['full_time','part_time','contract'])[1 + (j + k) %% 3],
+                          'location', 'city' || ((j * 3 + k) %% 50))
+FROM generate_series(1, %(jobs)s) j, generate_series(0, 1) k;
+INSERT INTO star.text_snapshots (entity, entity_id, valid_from, text)
+SELECT 'job', j, timestamptz '2025-01-01' + ((j %% 41) * interval '1 day'), 'posting ' || j || ': analyst, SQL'
+FROM generate_series(1, %(jobs)s) j;
+"""
+
+
+BENCH_TABLES = ("members", "member_history", "jobs", "job_history", "text_snapshots")
+
+
+def seed_market(conn, members: int, jobs: int) -> None:
+    """SEED_SQL in the caller's transaction: members with 3 attribute versions and 2 text snapshots each, jobs with
+    2 versions and a posting, all generated inside PostgreSQL."""
+    for statement in SEED_SQL.split(";")[:-1]:
+        conn.execute(statement, {"n": members, "jobs": jobs})
+
+
+def entity_rows(n: int, members: int, rng, jobs: int | None = None):
+    """n training rows (member, job, label, event time) over the seeded market's 220 days."""
+    import pandas as pd
+
+    start = pd.Timestamp("2025-01-01T00:00:00Z")
+    return pd.DataFrame({"member_id": rng.integers(1, members + 1, size=n),
+                         "job_id": rng.integers(1, (jobs or max(members // 5, 1)) + 1, size=n),
+                         "label": rng.integers(0, 2, size=n),
+                         "event_timestamp": start + pd.to_timedelta(rng.integers(0, 220 * 86400, size=n), unit="s")})

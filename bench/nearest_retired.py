@@ -23,39 +23,20 @@ and v1 is retired by the retire's SQL steps (plan, translate, flip; Feast is lef
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import time
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap
+from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap, real_texts
 from star import db
-from star.config import REPO_ROOT, Settings
+from star.config import Settings
 from star.store import embeddings as store
 from star.store import translated
 from star.versions.lifecycle import fit_map
 from star.versions.retire import _flip, _pending, _plan, _stage_translated
 
 FAMILY = "member_text_embedding"
-DATA = REPO_ROOT.parent / "shared" / "data"
-
-
-def real_texts(limit: int) -> list[str]:
-    """Distinct ESCO and O*NET texts, longest kinds first (descriptions, tasks), then alternate titles."""
-    texts: list[str] = []
-    with zipfile.ZipFile(DATA / "esco" / "esco-v1.1.1-classification-en-csv.zip") as z:
-        for name in ("skills_en.csv", "occupations_en.csv"):
-            member = next(n for n in z.namelist() if n.endswith(name))
-            for row in csv.DictReader(io.TextIOWrapper(z.open(member), encoding="utf-8")):
-                texts.append(f"{row['preferredLabel']}. {row['description']}")
-    onet = Path(DATA / "onet")
-    texts += pd.read_csv(onet / "Task Statements.txt", sep="\t", dtype=str)["Task"].tolist()
-    texts += pd.read_csv(onet / "Alternate Titles.txt", sep="\t", dtype=str)["Alternate Title"].tolist()
-    return list(dict.fromkeys(t.strip() for t in texts if isinstance(t, str) and t.strip()))[:limit]
 
 
 def lsa(texts: list[str], dim: int, **tfidf) -> np.ndarray:

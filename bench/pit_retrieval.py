@@ -20,37 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchkit import BENCH_TABLES, entity_rows, seed_market
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features
 from star.store.catalog import sync_versions
 from star.store.feast_repo import open_store
-
-SEED_SQL = """
-INSERT INTO star.members (member_id) SELECT g FROM generate_series(1, %(n)s) g;
-INSERT INTO star.member_history (member_id, valid_from, attrs)
-SELECT m, timestamptz '2025-01-01' + ((k * 60 + m %% 53) * interval '1 day'),
-       jsonb_build_object('seniority', (ARRAY['junior','mid','senior','lead'])[1 + (m + k) %% 4],
-                          'location', 'city' || ((m * 7 + k) %% 50), 'band', 'b' || k)
-FROM generate_series(1, %(n)s) m, generate_series(0, 2) k;
-INSERT INTO star.text_snapshots (entity, entity_id, valid_from, text)
-SELECT 'member', m, timestamptz '2025-01-01' + ((k * 90 + m %% 31) * interval '1 day'),
-       'profile ' || m || ' version ' || k || ': data analyst with SQL and Python'
-FROM generate_series(1, %(n)s) m, generate_series(0, 1) k;
-INSERT INTO star.jobs (job_id) SELECT g FROM generate_series(1, %(jobs)s) g;
-INSERT INTO star.job_history (job_id, valid_from, attrs)
-SELECT j, timestamptz '2025-01-01' + ((k * 45 + j %% 41) * interval '1 day'),
-       jsonb_build_object('employment_type', (ARRAY['full_time','part_time','contract'])[1 + (j + k) %% 3],
-                          'location', 'city' || ((j * 3 + k) %% 50))
-FROM generate_series(1, %(jobs)s) j, generate_series(0, 1) k;
-INSERT INTO star.text_snapshots (entity, entity_id, valid_from, text)
-SELECT 'job', j, timestamptz '2025-01-01' + ((j %% 41) * interval '1 day'), 'posting ' || j || ': analyst, SQL'
-FROM generate_series(1, %(jobs)s) j;
-"""
-
-
-BENCH_TABLES = ("members", "member_history", "jobs", "job_history", "text_snapshots")
-
 
 def build(target, members: int) -> None:
     """Load the bench data with autovacuum off, so the tables start as freshly loaded data does: no statistics."""
@@ -60,18 +35,9 @@ def build(target, members: int) -> None:
     with db.transaction(target) as conn:
         for table in BENCH_TABLES:
             conn.execute(f"ALTER TABLE star.{table} SET (autovacuum_enabled = false)")
-        for statement in SEED_SQL.split(";")[:-1]:
-            conn.execute(statement, {"n": members, "jobs": max(members // 5, 1)})
+        seed_market(conn, members, max(members // 5, 1))
         sync_versions(conn)
     apply_features(target)
-
-
-def entity_rows(n: int, members: int, rng: np.random.Generator) -> pd.DataFrame:
-    start = pd.Timestamp("2025-01-01T00:00:00Z")
-    return pd.DataFrame({"member_id": rng.integers(1, members + 1, size=n),
-                         "job_id": rng.integers(1, max(members // 5, 1) + 1, size=n),
-                         "label": rng.integers(0, 2, size=n),
-                         "event_timestamp": start + pd.to_timedelta(rng.integers(0, 220 * 86400, size=n), unit="s")})
 
 
 def timed(store, entity_df, refs) -> tuple[float, pd.DataFrame]:

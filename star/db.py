@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # wants shared_buffers >= 256 MB); applied once to a new embedded data directory.
 EMBEDDED_SERVER_SETTINGS = {
     "shared_buffers": "512MB",
-    "maintenance_work_mem": "1GB",
+    "maintenance_work_mem": "2GB",  # an HNSW graph of 1M 200-d vectors is ~1.2 GB
     "work_mem": "64MB",
     "max_connections": "200",
     "jit": "off",
@@ -78,13 +78,14 @@ def start_embedded(settings: Settings) -> DbTarget:
 
 
 def _tune(target: DbTarget) -> bool:
-    """Write EMBEDDED_SERVER_SETTINGS once into postgresql.auto.conf; True when a restart must apply them."""
+    """Write EMBEDDED_SERVER_SETTINGS into postgresql.auto.conf when they differ; True when a restart must apply
+    them."""
     with psycopg.connect(target.with_database("postgres").conninfo(), autocommit=True) as conn:
-        done = conn.execute(
-            "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE %s AND name = ANY(%s)",
+        done = dict(conn.execute(
+            "SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE %s AND name = ANY(%s)",
             ("%postgresql.auto.conf", list(EMBEDDED_SERVER_SETTINGS)),
-        ).fetchone()[0]
-        if done == len(EMBEDDED_SERVER_SETTINGS):
+        ).fetchall())
+        if done == EMBEDDED_SERVER_SETTINGS:
             return False
         for name, value in EMBEDDED_SERVER_SETTINGS.items():
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import weakref
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, Callable, Dict, Generator, List, Literal, Optional, Sequence, Tuple
@@ -43,10 +44,10 @@ READ = "SELECT entity_key, feature_name, value, value_text, vector_value::real[]
 
 SEARCH = """
 WITH hits AS MATERIALIZED (
-    SELECT entity_key, vector_value {op} %(q)s::real[]::vector({dim}) AS distance
+    SELECT entity_key, vector_value {op} %(q)s::vector({dim}) AS distance
     FROM {table} WHERE feature_name = {feature} AND vector_value IS NOT NULL
-    ORDER BY vector_value {op} %(q)s::real[]::vector({dim}) LIMIT %(k)s)
-SELECT h.entity_key, h.distance, t.feature_name, t.value, t.value_text, t.vector_value::real[], t.event_ts
+    ORDER BY vector_value {op} %(q)s::vector({dim}) LIMIT %(k)s)
+SELECT h.entity_key, h.distance, t.feature_name, t.value, t.value_text, t.vector_value, t.event_ts
 FROM hits h LEFT JOIN {table} t ON t.entity_key = h.entity_key AND t.feature_name = ANY(%(features)s)"""
 
 
@@ -58,8 +59,8 @@ class StarPostgreSQLOnlineStoreConfig(PostgreSQLOnlineStoreConfig):
     hnsw_ef_construction: int = PydanticField(64, description="HNSW build beam: recall@10 0.99 at ef_search 40 "
                                                               "on 100k real text vectors (FIELD-NOTES)")
     hnsw_ef_search: int = PydanticField(80, description="search beam; raised to top_k when k is larger")
-    maintenance_work_mem: str = PydanticField("512MB", description="for HNSW builds (a graph in memory builds "
-                                                                   "several times faster)")
+    maintenance_work_mem: str = PydanticField("2GB", description="for HNSW builds (a graph in memory builds "
+                                                                 "several times faster; 1M 200-d vectors ~1.2 GB)")
 
 
 def _schema(config: RepoConfig) -> str:
@@ -207,16 +208,32 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
                              f"{', '.join(tables.DISTANCE)}")
         query = sql.SQL(SEARCH).format(op=sql.SQL(tables.DISTANCE[metric]), dim=sql.Literal(dim),
                                        table=sql.Identifier(*_table(config, table)), feature=sql.Literal(field.name))
-        params = {"q": np.asarray(embedding, dtype=np.float32).tolist(), "k": top_k,
+        params = {"q": np.asarray(embedding, dtype=np.float32), "k": top_k,
                   "features": list(requested_features or [])}
-        ef_search = str(min(1000, max(config.online_store.hnsw_ef_search, top_k)))
-        with self._get_conn(config) as conn, conn.transaction(), conn.cursor() as cur:
-            # strict_order: when the beam finds fewer than k rows the scan goes on, so a top-k is always complete
-            cur.execute("SELECT set_config('hnsw.ef_search', %s, true), "
-                        "set_config('hnsw.iterative_scan', 'strict_order', true)", (ef_search,))
-            cur.execute(query, params)
-            rows = cur.fetchall()
+        ef_search = min(1000, max(config.online_store.hnsw_ef_search, top_k))
+        with self._get_conn(config, autocommit=True) as conn:
+            _search_session(conn, ef_search)
+            with conn.cursor(binary=True) as cur:  # vectors as pgvector's binary -> numpy, no text parsing
+                rows = cur.execute(query, params, prepare=True).fetchall()
         return _documents(rows)
+
+
+_SEARCH_SESSIONS: "weakref.WeakKeyDictionary[Connection, int]" = weakref.WeakKeyDictionary()
+
+
+def _search_session(conn: Connection, ef_search: int) -> None:
+    """pgvector's binary vector type and the HNSW search settings, once per connection (and when k needs a wider
+    beam): hnsw.ef_search >= k, and iterative_scan = strict_order, so when the beam finds fewer than k rows the scan
+    goes on and a top-k is always complete."""
+    if _SEARCH_SESSIONS.get(conn) == ef_search:
+        return
+    if conn not in _SEARCH_SESSIONS:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+    conn.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', "
+                 "'strict_order', false)", (str(ef_search),))
+    _SEARCH_SESSIONS[conn] = ef_search
 
 
 def build_indexes(config: RepoConfig, conn: Connection, fv: FeatureView) -> float:

@@ -204,7 +204,11 @@ def to_proto(value, text, vector) -> ValueProto:
         proto = ValueProto()
         proto.ParseFromString(bytes(value))
         return proto
-    if vector is not None:
+    if vector is not None:  # a list (real[]), or pgvector's Vector (binary results) / numpy array (text results)
+        for to_list in ("to_list", "tolist"):
+            if hasattr(vector, to_list):
+                vector = getattr(vector, to_list)()
+                break
         return ValueProto(float_list_val=FloatList(val=vector))
     if text is not None:
         return ValueProto(string_val=text)
