@@ -45,26 +45,29 @@ CONFIGS = {
 }
 
 
-def load_vectors(target, rows: int, dim: int, seed: int = 0) -> None:
-    """A published vintage of `rows` members, COPYed in chunks (no source index: only materialize is timed)."""
+def load_vectors(target, rows: int, dim: int, seed: int = 0, *, family: str = FAMILY, entity: str = "member",
+                 kind: str = "text_embedding") -> None:
+    """A published vintage of `rows` entities (ids 1..rows) of `family`, COPYed in chunks (no source index: only
+    what reads the online store is timed)."""
     rng = np.random.default_rng(seed)
     with db.connect(target) as conn:
-        v, _ = embeddings.find_or_create(conn, family=FAMILY, entity="member", dim=dim, kind="text_embedding",
+        v, _ = embeddings.find_or_create(conn, family=family, entity=entity, dim=dim, kind=kind,
                                          fingerprint={"bench": rows}, model="bench")
         conn.commit()
         embeddings.ensure_staging(conn, v)
         for lo in range(0, rows, 50_000):
             ids = np.arange(lo + 1, min(rows, lo + 50_000) + 1)
             batch = pd.DataFrame({"entity_id": ids, "valid_from": pd.Timestamp("2025-01-01T00:00:00Z"),
-                                  "text_md5": [f"m{i}" for i in ids]})
+                                  v.source_column: [f"m{i}" for i in ids]})
             embeddings.stage(conn, v, batch, rng.normal(size=(len(ids), dim)).astype(np.float32))
         conn.commit()
-        conn.execute(f"INSERT INTO star.{VIEW} (member_id, event_timestamp, text_md5, embedding, is_current) "
-                     f"SELECT member_id, event_timestamp, text_md5, embedding, true FROM star.{VIEW}__staging")
-        conn.execute(f"DROP TABLE star.{VIEW}__staging")
-        conn.execute("UPDATE star.embedding_versions SET status = 'published' WHERE family = %s", (FAMILY,))
+        cols = f"{v.key}, event_timestamp, {v.source_column}, embedding"
+        conn.execute(f"INSERT INTO star.{v.name} ({cols}, is_current) SELECT {cols}, true FROM star.{v.name}__staging")
+        conn.execute(f"DROP TABLE star.{v.name}__staging")
+        conn.execute("UPDATE star.embedding_versions SET status = 'published' WHERE family = %s AND version = %s",
+                     (family, v.version))
         conn.commit()
-        conn.execute(f"ANALYZE star.{VIEW}")
+        conn.execute(f"ANALYZE star.{v.name}")
 
 
 class IndexTimes(logging.Handler):

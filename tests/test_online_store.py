@@ -32,15 +32,16 @@ star_only = pytest.mark.skipif(os.environ.get("STAR_FEAST_MODE", "star") == "sto
                                reason="STAR's online store only (STAR_FEAST_MODE=stock)")
 
 
-def vector_vintage(target, vectors: np.ndarray, ids, *, ts="2025-01-01T00:00:00Z") -> None:
-    """A published member embedding vintage holding `vectors` (no model: rows written directly)."""
+def vector_vintage(target, vectors: np.ndarray, ids, *, ts="2025-01-01T00:00:00Z", family=FAMILY, entity="member",
+                   kind="text_embedding") -> None:
+    """A published embedding vintage holding `vectors` (no model: rows written directly)."""
     with db.connect(target) as conn:
-        v, _ = embeddings.find_or_create(conn, family=FAMILY, entity="member", dim=vectors.shape[1],
-                                         kind="text_embedding", fingerprint={"test": True}, model="test")
+        v, _ = embeddings.find_or_create(conn, family=family, entity=entity, dim=vectors.shape[1],
+                                         kind=kind, fingerprint={"test": True}, model="test")
         conn.commit()
         embeddings.ensure_staging(conn, v)
         batch = pd.DataFrame({"entity_id": list(ids), "valid_from": pd.Timestamp(ts),
-                              "text_md5": [f"m{i}" for i in ids]})
+                              v.source_column: [f"m{i}" for i in ids]})
         embeddings.stage(conn, v, batch, vectors.astype(np.float32))
         embeddings.publish(conn, v, metrics={}, analyze=False)
 
@@ -101,6 +102,55 @@ def test_fast_paths_return_what_stock_returns(server, target, tmp_path, monkeypa
                                 "AND attname = 'vector_value'").fetchone()[0] == "vector(16)"
             assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'feast_online' AND "
                                 "indexdef LIKE '%USING hnsw%'").fetchone()[0] == 1
+    finally:
+        db.drop_database(other)
+
+
+def _ranker_request(store, refs, member: int, jobs: list[int], full_feature_names: bool):
+    return store.get_online_features(features=refs, entity_rows=[{"member_id": member, "job_id": j} for j in jobs],
+                                     full_feature_names=full_feature_names)
+
+
+@star_only
+def test_a_ranker_request_over_member_and_job_views_returns_what_stock_returns(server, target, tmp_path,
+                                                                                monkeypatch):
+    """1 member + 100 jobs over every member and job view (strings, string lists, two vector views of different
+    dimensions), with missing members and jobs and repeated jobs, full feature names both ways: STAR's one-round-
+    trip read gives stock Feast's to_dict(), and its protobuf (to_df, timestamps) equals stock's too."""
+    base, template = server
+    other = base.with_database(f"{target.dbname}_stock")
+    db.ensure_database(other, template=template)
+    rng = np.random.default_rng(5)
+    members, jobs = rng.normal(size=(40, 16)), rng.normal(size=(2, 8))
+    try:
+        for t, mode in ((target, "star"), (other, "stock")):
+            _market(t, tmp_path / mode, members)
+            vector_vintage(t, jobs, [10, 11], family="job_graph_embedding", entity="job", kind="graph_embedding")
+            _serve(t, monkeypatch, mode)
+        monkeypatch.setenv("STAR_FEAST_MODE", "stock")
+        stock = open_store(other)
+        monkeypatch.setenv("STAR_FEAST_MODE", "star")
+        star = open_store(target)
+        refs = [f"{fv.name}:{f.name}" for fv in star.list_feature_views() for f in fv.features]
+        assert {r.split(":")[0] for r in refs} >= {"member_categorical_v1", "member_ids_v1", VIEW,
+                                                     "job_categorical_v1", "job_graph_embedding_v1"}
+        unique = list({r.split(":")[1]: r for r in refs}.values())  # without full names, one feature per name
+        job_rows = [10, 11, 404, 10] * 25
+        for member, row_jobs in ((1, job_rows), (2, job_rows[:1]), (404, job_rows)):
+            for full, features in ((True, refs), (False, unique)):
+                fast = _ranker_request(star, features, member, row_jobs, full)
+                want = _ranker_request(stock, features, member, row_jobs, full)
+                assert type(fast).__name__ == "StarOnlineResponse"  # the fast path ran, not Feast's own
+                got = fast.to_dict()
+                assert got == want.to_dict()
+                assert list(got) == list(want.to_dict())  # same columns, same order
+                assert fast.to_dict(include_event_timestamps=True) == want.to_dict(include_event_timestamps=True)
+                assert fast.to_df().equals(want.to_df())
+        got = _ranker_request(star, refs, 1, job_rows, True).to_dict()
+        assert got["job_graph_embedding_v1__embedding"][:3] == [jobs[0].astype(np.float32).tolist(),
+                                                               jobs[1].astype(np.float32).tolist(), None]
+        assert got[f"{VIEW}__embedding"][0] == members[0].astype(np.float32).tolist()
+        assert got[f"{VIEW}__embedding"][0] is not got[f"{VIEW}__embedding"][1]  # each row its own list
     finally:
         db.drop_database(other)
 

@@ -2,6 +2,7 @@
 and HNSW similarity search (table layout and write path: star/store/online_tables.py).
 
     online_write_batch           rows --binary COPY--> stage --one upsert--> table, one transaction per call
+    get_online_features          one round trip, Python values straight from the rows (star/store/online_reads.py)
     online_read / batched reads  the same Values stock Feast returns (vectors rebuilt from vector(d))
     retrieve_online_documents_v2 top-k from the view's HNSW index (hnsw.ef_search >= k, iterative scan), each id
                                  with its own distance
@@ -37,6 +38,7 @@ from psycopg import sql
 from psycopg.connection import Connection
 from pydantic import Field as PydanticField
 
+from star.store import online_reads
 from star.store import online_tables as tables
 
 READ = "SELECT entity_key, feature_name, value, value_text, vector_value::real[], event_ts FROM {table} " \
@@ -120,6 +122,18 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
             progress(len(data))
 
     # ---- point reads (the Values stock returns) -----------------------------------------------------------
+    def get_online_features(self, config: RepoConfig, features, entity_rows, registry, project: str,
+                            full_feature_names: bool = False, include_feature_view_version_metadata: bool = False):
+        """Feast's, in one round trip and without a protobuf per value where the request allows
+        (star/store/online_reads.py); any other request through Feast's own path."""
+        if not include_feature_view_version_metadata:
+            response = online_reads.read(self, config, features, entity_rows, registry, project, full_feature_names,
+                                         _table)
+            if response is not None:
+                return response
+        return super().get_online_features(config, features, entity_rows, registry, project, full_feature_names,
+                                           include_feature_view_version_metadata)
+
     @staticmethod
     def _construct_query_and_params(config: RepoConfig, table: FeatureView, keys: List[bytes],
                                     requested_features: Optional[List[str]] = None):
