@@ -117,6 +117,27 @@ def test_nearest_on_a_retired_vintage_searches_its_translated_vectors_exactly(ta
         assert f"{FAMILY}_v1__translated_hnsw" in plan
 
 
+def test_feast_search_on_a_retired_vintage_returns_each_id_with_its_distance_in_its_own_space(target, model_dirs):
+    """retrieve_online_documents_v2 on the retired v1's view: Feast's online rows are v2's through the map, typed
+    and HNSW-indexed like any view, so the top-k is exact search in v1's (translated) space, each id with its own
+    cosine distance."""
+    from star.store.feast_repo import open_store
+
+    _retired_v1(target, model_dirs)
+    with db.connect(target, autocommit=True) as conn:
+        mapped = _mapped(conn, 1, 2)
+    store = open_store(target)
+    for query in sorted(mapped)[::37][:4]:
+        got = store.retrieve_online_documents_v2(features=[f"{FAMILY}_v1:embedding"],
+                                                 query=mapped[query].tolist(), top_k=8).to_dict()
+        exact = [(query, 1.0)] + _exact(mapped, query, 7)
+        assert sorted(got["member_id"]) == sorted(i for i, _ in exact)
+        want = {i: 1 - c for i, c in exact}
+        for i, d, e in zip(got["member_id"], got["distance"], got["embedding"]):
+            assert d == pytest.approx(want[i], abs=1e-5)
+            assert np.allclose(e, mapped[i], atol=1e-5)
+
+
 def test_the_translated_copy_follows_new_rows_of_the_serving_vintage(target, model_dirs):
     _retired_v1(target, model_dirs)
     with db.connect(target) as conn:

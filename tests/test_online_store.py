@@ -184,14 +184,14 @@ def _online_rows(target) -> list:
                             "FROM feast_online.star_member_text_embedding_v1 ORDER BY 1, 2").fetchall()
 
 
-def _new_snapshot(target, vectors) -> None:
+def _new_snapshot(target, vectors, ts="2025-06-01T00:00:00Z") -> None:
     """A later snapshot of every vector (a re-embedding of the same vintage)."""
     with db.connect(target) as conn:
         v = embeddings.get_version(conn, FAMILY, 1)
         conn.commit()
         embeddings.ensure_staging(conn, v)
         ids = range(1, len(vectors) + 1)
-        embeddings.stage(conn, v, pd.DataFrame({"entity_id": list(ids), "valid_from": pd.Timestamp("2025-06-01T00:00:00Z"),
+        embeddings.stage(conn, v, pd.DataFrame({"entity_id": list(ids), "valid_from": pd.Timestamp(ts),
                                                 "text_md5": [f"n{i}" for i in ids]}), vectors.astype(np.float32))
         embeddings.publish(conn, v, metrics={}, analyze=False)
 
@@ -300,3 +300,35 @@ def test_rows_are_served_before_their_index_and_a_killed_build_is_finished_by_th
         conn.commit()
     materialize(target, feature_views=[VIEW])
     assert hnsw() == 1
+
+
+@star_only
+def test_materialize_incremental_serves_what_stock_serves(server, target, tmp_path, monkeypatch):
+    """`feast materialize-incremental` twice (up to a date between two snapshots, then up to now) through STAR's
+    engine and through stock Feast, on the same data: the same online values after each step."""
+    base, template = server
+    other = base.with_database(f"{target.dbname}_stock")
+    db.ensure_database(other, template=template)
+    try:
+        rng = np.random.default_rng(5)
+        first, later = rng.normal(size=(30, 8)), rng.normal(size=(30, 8))
+        ids = [1, 2, 30, 31]
+        now = pd.Timestamp.now(tz="UTC").floor("s")  # within the first run's window (views without ttl: one year)
+        seen = {}
+        for t, mode in ((target, "star"), (other, "stock")):
+            monkeypatch.setenv("STAR_FEAST_MODE", mode)
+            load(t, read_dir(tiny_market.write(tmp_path / mode)))
+            vector_vintage(t, first, range(1, 31), ts=now - pd.Timedelta(days=60))
+            apply_features(t)
+            open_store(t).materialize_incremental(end_date=(now - pd.Timedelta(days=30)).to_pydatetime())
+            before = _online(t, ids)
+            _new_snapshot(t, later, ts=now - pd.Timedelta(days=10))
+            open_store(t).materialize_incremental(end_date=now.to_pydatetime())
+            seen[mode] = (before, _online(t, ids))
+        assert seen["star"] == seen["stock"]
+        before, after = seen["star"]
+        assert before[f"{VIEW}__embedding"][0] == pytest.approx(first[0].astype(np.float32).tolist())
+        assert after[f"{VIEW}__embedding"][0] == pytest.approx(later[0].astype(np.float32).tolist())
+        assert after[f"{VIEW}__embedding"][-1] is None
+    finally:
+        db.drop_database(other)
