@@ -117,21 +117,23 @@ def check_fits(need: dict, pgdata: Path | None) -> dict:
 
 
 # ---- vectors from real text -------------------------------------------------------------------------------------
-def minilm_vectors(texts: list[str]) -> np.ndarray:
-    """MiniLM embeddings of `texts` (cached by content)."""
+def minilm_vectors(texts: list[str], chunk: int = 50_000) -> np.ndarray:
+    """MiniLM embeddings of `texts`, cached under bench/cache/ by chunks of `chunk` texts (a longer run reuses a
+    shorter one's)."""
     from star.text.config import TextModelConfig
     from star.text.model import TextEncoder
 
-    key = hashlib.md5("\n".join(texts).encode()).hexdigest()[:12]
-    path = CACHE / f"minilm_{len(texts)}_{key}.npy"
-    if path.exists():
-        return np.load(path)
-    enc = TextEncoder(TextModelConfig(max_length={"job": 128, "member": 128, "resume": 128},
-                                      prompts={"job": "", "member": "", "resume": ""}))
-    out = enc.encode(texts, "member", batch_size=128, progress=True).embeddings
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
-    return out
+    enc, parts = None, []
+    for lo in range(0, len(texts), chunk):
+        part = texts[lo:lo + chunk]
+        path = CACHE / f"minilm_{lo}_{len(part)}_{hashlib.md5(chr(10).join(part).encode()).hexdigest()[:12]}.npy"
+        if not path.exists():
+            enc = enc or TextEncoder(TextModelConfig(max_length={"job": 128, "member": 128, "resume": 128},
+                                                     prompts={"job": "", "member": "", "resume": ""}))
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, enc.encode(part, "member", batch_size=128, progress=True).embeddings)
+        parts.append(np.load(path))
+    return np.concatenate(parts)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -382,7 +384,7 @@ def run(args) -> dict:
            "derived_vectors": max(args.rows - real_n, 0), "stock_rows": stock_rows}
 
     t0 = time.perf_counter()
-    real = minilm_vectors(real_texts(args.real))[:real_n]  # one cache file for every --rows
+    real = minilm_vectors(real_texts(real_n))
     res["embed_real_texts_s"] = round(time.perf_counter() - t0, 1)
     spaces = Spaces(real, args.dim)
     emit({"phase": "real text vectors", "texts": len(real), "seconds": res["embed_real_texts_s"]})

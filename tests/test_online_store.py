@@ -208,20 +208,20 @@ def test_a_failed_materialize_leaves_the_previous_rows_and_a_rerun_is_idempotent
     _serve(target, monkeypatch, "star")
     before = _online_rows(target)
     _new_snapshot(target, rng.normal(size=(50, 8)))
-    real = online_tables.apply_stage
+    real = online_tables.apply_rows
 
-    def fail_after_writing(cur, stage, schema, table, **kwargs):
-        real(cur, stage, schema, table, **kwargs)
+    def fail_after_writing(cur, schema, table, rows, params=None):
+        real(cur, schema, table, rows, params)
         (n,) = cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE event_ts > '2025-03-01'").format(
             sql.Identifier(schema, table))).fetchone()
         assert n == 50  # every row was written inside the transaction ...
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(online_tables, "apply_stage", fail_after_writing)
+    monkeypatch.setattr(online_tables, "apply_rows", fail_after_writing)
     with pytest.raises(RuntimeError, match="injected failure"):
         materialize(target, feature_views=[VIEW])
     assert _online_rows(target) == before  # ... and none of them is visible after the failure
-    monkeypatch.setattr(online_tables, "apply_stage", real)
+    monkeypatch.setattr(online_tables, "apply_rows", real)
     materialize(target, feature_views=[VIEW])
     after = _online_rows(target)
     assert len(after) == len(before) == 50 and after != before

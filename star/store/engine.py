@@ -4,8 +4,8 @@ Stock materialize pulls every latest row to the client, turns it into protobuf V
 (~2.4k rows/s for 200-d vectors, FIELD-NOTES). Here the rows never leave the server, in ONE transaction per view:
 
     source query --WHERE event ts BETWEEN start AND end, DISTINCT ON (key) latest event ts, then created-->
-    one stage row per entity x feature (entity_key built in SQL, strings -> value_text, vectors -> vector(d))
-    --star.store.online_tables.apply_stage--> the online table (only rows that changed)
+    one row per entity x feature (entity_key built in SQL, strings -> value_text, vectors -> vector(d))
+    --star.store.online_tables.apply_rows: INSERT ... ON CONFLICT--> the online table (only rows that changed)
 
 Same rows as stock: the same window (inclusive), the same tie-break, the same serialized entity keys. Views the SQL
 path does not cover (another online store or database, a transformation, field mappings, several join keys or a
@@ -15,7 +15,6 @@ the online store's binary COPY. Use it as `batch_engine: type: star.store.engine
 
 from __future__ import annotations
 
-import uuid
 from typing import Literal
 
 from feast import FeatureView, ValueType
@@ -33,8 +32,7 @@ from psycopg import sql
 
 from star.store import online_tables as tables
 
-STAGE_LATEST = """
-INSERT INTO {stage} (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts)
+LATEST = """
 SELECT %(prefix)s::bytea || substr(l.kb, 8, 1) || substr(l.kb, 7, 1) || substr(l.kb, 6, 1) || substr(l.kb, 5, 1)
        || substr(l.kb, 4, 1) || substr(l.kb, 3, 1) || substr(l.kb, 2, 1) || substr(l.kb, 1, 1),
        f.feature_name, NULL, f.value_text, f.vector_value, l.ts, l.created
@@ -44,6 +42,9 @@ FROM (SELECT DISTINCT ON (a.{key}) int8send(a.{key}::bigint) AS kb, a.{ts}::time
       WHERE a.{key} IS NOT NULL AND a.{ts} BETWEEN %(start)s AND %(end)s
       ORDER BY a.{key}, a.{ts} DESC{created_order}) AS l
 CROSS JOIN LATERAL (VALUES {values}) AS f (feature_name, value_text, vector_value)"""
+
+
+SORT_MEMORY = "256MB"  # the latest-row sort of a 1M-row view (~1 GB of 200-d vectors) spills less
 
 
 class StarSQLComputeEngineConfig(LocalComputeEngineConfig):
@@ -81,7 +82,8 @@ def _key_prefix(join_key: str, version: int) -> bytes:
     return whole[:-8]
 
 
-def stage_latest_sql(fv: FeatureView, stage: str) -> sql.Composed:
+def latest_rows_sql(fv: FeatureView) -> sql.Composed:
+    """The view's latest row per entity in the window, one row per feature, in the online table's columns."""
     source = fv.batch_source
     key, dim = fv.entity_columns[0].name, tables.table_dim(fv)
     vectors = {v.name for v in tables.vector_fields(fv)} if dim else set()
@@ -93,8 +95,8 @@ def stage_latest_sql(fv: FeatureView, stage: str) -> sql.Composed:
             (sql.SQL("l.{}::text").format(col), sql.SQL("NULL::{}").format(vtype))
         values.append(sql.SQL("({}, {}, {})").format(sql.Literal(f.name), text, vec))
     created = source.created_timestamp_column
-    return sql.SQL(STAGE_LATEST).format(
-        stage=sql.Identifier(stage), key=sql.Identifier(key), ts=sql.Identifier(source.timestamp_field),
+    return sql.SQL(LATEST).format(
+        key=sql.Identifier(key), ts=sql.Identifier(source.timestamp_field),
         created=sql.SQL("a.{}").format(sql.Identifier(created)) if created else sql.SQL("NULL"),
         created_order=sql.SQL(", a.{} DESC").format(sql.Identifier(created)) if created else sql.SQL(""),
         features=sql.SQL(", ").join(sql.SQL("a.{} AS {}").format(sql.Identifier(f.name), sql.Identifier(f"f{i}"))
@@ -109,14 +111,12 @@ def materialize_in_server(config: RepoConfig, task: MaterializationTask) -> int:
 
     fv = task.feature_view
     schema, name = _table(config, fv)
-    stage = f"star_stage_{uuid.uuid4().hex[:16]}"
     params = {"prefix": _key_prefix(fv.entity_columns[0].name, config.entity_key_serialization_version),
               "start": task.start_time, "end": task.end_time}
     with _get_conn(config.online_store) as conn:
         with conn.transaction(), conn.cursor() as cur:
-            tables.create_stage(cur, stage, tables.table_dim(fv))
-            cur.execute(stage_latest_sql(fv, stage), params)
-            written = tables.apply_stage(cur, stage, schema, name)
+            cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(SORT_MEMORY)))
+            written = tables.apply_rows(cur, schema, name, latest_rows_sql(fv), params)
         build_indexes(config, conn, fv)
     return written
 

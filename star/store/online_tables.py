@@ -9,8 +9,9 @@
                                                 per vector feature: WHERE feature_name = <feature>
         event_ts, created_ts timestamptz
 
-    rows --binary COPY (client) or INSERT ... SELECT DISTINCT ON (server)--> temporary stage (ON COMMIT DROP)
-         --one INSERT ... ON CONFLICT of the rows that changed--> table          all in ONE transaction
+    rows --binary COPY (client)--> temporary stage (ON COMMIT DROP) --one INSERT ... ON CONFLICT--> table
+    rows --SELECT DISTINCT ON (server, star/store/engine.py) --one INSERT ... ON CONFLICT--> table
+         only the rows that changed are written; all in ONE transaction
 
 Readers see the previous complete rows until the commit, then the new ones; a killed writer leaves nothing. Into
 an empty table (a new view) the rows are loaded without HNSW indexes and committed; the indexes are then built
@@ -60,18 +61,22 @@ CREATE_STAGE = """
 CREATE TEMPORARY TABLE {stage} (ord bigint, entity_key bytea, feature_name text, value bytea, value_text text,
     vector_value {vector_type}, event_ts timestamptz, created_ts timestamptz) ON COMMIT DROP"""
 
-# the last staged row of a key wins (as stock's row-by-row upserts); unchanged rows are not rewritten, so a re-run
-# writes nothing and leaves the HNSW index alone
+# rows (unique per entity_key x feature_name) into the table; unchanged rows are not rewritten, so a re-run writes
+# nothing and leaves the HNSW index alone
 UPSERT = """
 INSERT INTO {table} AS t (entity_key, feature_name, value, value_text, vector_value, event_ts, created_ts)
-SELECT DISTINCT ON (entity_key, feature_name) entity_key, feature_name, value, value_text, vector_value, event_ts,
-       created_ts
-FROM {stage} ORDER BY entity_key, feature_name, ord DESC NULLS LAST
+{rows}
 ON CONFLICT (entity_key, feature_name) DO UPDATE SET value = EXCLUDED.value, value_text = EXCLUDED.value_text,
     vector_value = EXCLUDED.vector_value, event_ts = EXCLUDED.event_ts, created_ts = EXCLUDED.created_ts
 WHERE (t.value, t.value_text, t.vector_value, t.event_ts, t.created_ts)
       IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.value_text, EXCLUDED.vector_value, EXCLUDED.event_ts,
                         EXCLUDED.created_ts)"""
+
+# the last staged row of a key wins (as stock's row-by-row upserts)
+STAGED_ROWS = """
+SELECT DISTINCT ON (entity_key, feature_name) entity_key, feature_name, value, value_text, vector_value, event_ts,
+       created_ts
+FROM {stage} ORDER BY entity_key, feature_name, ord DESC NULLS LAST"""
 
 
 @dataclass(frozen=True)
@@ -159,16 +164,22 @@ def _bulk_load_allowed(cur, schema: str, table: str) -> bool:
                        (sql.Identifier(schema, table).as_string(cur),)).fetchone()[0]
 
 
-def apply_stage(cur, stage: str, schema: str, table: str) -> int:
-    """Upsert the stage into the table (inside the caller's transaction); returns the rows written. Into an empty
-    table the HNSW indexes are dropped first (the caller builds them after its commit: `ensure_indexes`)."""
+def apply_rows(cur, schema: str, table: str, rows: sql.Composable, params=None) -> int:
+    """Upsert `rows` (a SELECT of the table's columns, unique per entity_key x feature_name) into the table, inside
+    the caller's transaction; returns the rows written. Into an empty table the HNSW indexes are dropped first (the
+    caller builds them after its commit: `ensure_indexes`)."""
     if _bulk_load_allowed(cur, schema, table):  # building once beats inserting row by row into the graph
         for name, _ in _hnsw_indexes(cur, schema, table):
             cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
     started = time.perf_counter()
-    cur.execute(sql.SQL(UPSERT).format(table=sql.Identifier(schema, table), stage=sql.Identifier(stage)))
+    cur.execute(sql.SQL(UPSERT).format(table=sql.Identifier(schema, table), rows=rows), params)
     LOG.info("%s.%s: %d rows upserted in %.3f s", schema, table, cur.rowcount, time.perf_counter() - started)
     return cur.rowcount
+
+
+def apply_stage(cur, stage: str, schema: str, table: str) -> int:
+    """The stage's rows (the last of each entity_key x feature_name) into the table: apply_rows."""
+    return apply_rows(cur, schema, table, sql.SQL(STAGED_ROWS).format(stage=sql.Identifier(stage)))
 
 
 def _aware(ts):
