@@ -332,3 +332,38 @@ def test_materialize_incremental_serves_what_stock_serves(server, target, tmp_pa
         assert after[f"{VIEW}__embedding"][-1] is None
     finally:
         db.drop_database(other)
+
+
+@star_only
+def test_two_materializes_of_a_new_view_at_once_both_succeed_with_one_index(target, tmp_path, monkeypatch):
+    """Two `feast materialize` of the same new view at the same moment (materialize takes a shared lock): both
+    finish, the rows are complete once, one HNSW index is built."""
+    import threading
+
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(3000, 16))
+    _market(target, tmp_path, vectors)
+    monkeypatch.setenv("STAR_FEAST_MODE", "star")
+    apply_features(target)
+    stores = [open_store(target), open_store(target)]
+    start = threading.Barrier(2)
+    errors = []
+
+    def run(store):
+        try:
+            start.wait()
+            store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
+                              feature_views=[VIEW])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(_online_rows(target)) == 3000
+    with db.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'feast_online' AND tablename = %s "
+                            "AND indexdef LIKE '%%USING hnsw%%'", (f"star_{VIEW}",)).fetchone()[0] == 1

@@ -119,12 +119,11 @@ def ensure_indexes(conn, schema: str, table: str, fv: FeatureView, *, m: int, ef
     if not table_dim(fv):
         return 0.0
     started = time.perf_counter()
-    existing = None
     for v in vector_fields(fv):
         with conn.transaction(), conn.cursor() as cur:
-            if existing is None:
-                existing = {name for name, _ in _hnsw_indexes(cur, schema, table)}
-            if index_name(table, v.name) in existing:
+            # two materializes of one view finish together: one builds, the other then finds the index
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"star-hnsw:{schema}.{table}",))
+            if index_name(table, v.name) in {name for name, _ in _hnsw_indexes(cur, schema, table)}:
                 continue
             cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
             cur.execute(create_index(schema, table, v, m=m, ef_construction=ef_construction))
@@ -170,7 +169,7 @@ def apply_rows(cur, schema: str, table: str, rows: sql.Composable, params=None) 
     caller builds them after its commit: `ensure_indexes`)."""
     if _bulk_load_allowed(cur, schema, table):  # building once beats inserting row by row into the graph
         for name, _ in _hnsw_indexes(cur, schema, table):
-            cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
+            cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, name)))
     started = time.perf_counter()
     cur.execute(sql.SQL(UPSERT).format(table=sql.Identifier(schema, table), rows=rows), params)
     LOG.info("%s.%s: %d rows upserted in %.3f s", schema, table, cur.rowcount, time.perf_counter() - started)
