@@ -107,7 +107,7 @@ def latest_rows_sql(fv: FeatureView) -> sql.Composed:
 
 def materialize_in_server(config: RepoConfig, task: MaterializationTask) -> int:
     """The view's latest rows in [start, end] into its online table, in one transaction; returns rows written."""
-    from star.store.online_store import _table, build_indexes
+    from star.store.online_store import _table, finish_load
 
     fv = task.feature_view
     schema, name = _table(config, fv)
@@ -117,7 +117,7 @@ def materialize_in_server(config: RepoConfig, task: MaterializationTask) -> int:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(SORT_MEMORY)))
             written = tables.apply_rows(cur, schema, name, latest_rows_sql(fv), params)
-        build_indexes(config, conn, fv)
+        finish_load(config, conn, fv, written)
     return written
 
 

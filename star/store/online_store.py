@@ -116,8 +116,8 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
                     cp.set_types(["int8", "bytea", "text", "bytea", "text", "vector", "timestamptz", "timestamptz"])
                     for row in tables.stage_rows(data, table, config.entity_key_serialization_version):
                         cp.write_row(row)
-                tables.apply_stage(cur, stage, schema, name)
-            build_indexes(config, conn, table)
+                written = tables.apply_stage(cur, stage, schema, name)
+            finish_load(config, conn, table, written)
         if progress:
             progress(len(data))
 
@@ -248,6 +248,13 @@ def _search_session(conn: Connection, ef_search: int) -> None:
     conn.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', "
                  "'strict_order', false)", (str(ef_search),))
     _SEARCH_SESSIONS[conn] = ef_search
+
+
+def finish_load(config: RepoConfig, conn: Connection, fv: FeatureView, written: int) -> None:
+    """After a load's commit: statistics for a large load, then the view's missing HNSW indexes."""
+    with conn.transaction():
+        tables.analyze_after(conn, *_table(config, fv), written)
+    build_indexes(config, conn, fv)
 
 
 def build_indexes(config: RepoConfig, conn: Connection, fv: FeatureView) -> float:

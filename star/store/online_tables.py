@@ -112,6 +112,20 @@ def create_table(cur, schema: str, table: str, fv: FeatureView) -> None:
     cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(schema, table), vector_type=vector_type(table_dim(fv))))
 
 
+def analyze_after(conn, schema: str, table: str, written: int) -> bool:
+    """ANALYZE the table after a load that wrote many rows (>= 10 % of it, or it was never analyzed): a freshly
+    loaded table has no statistics until autovacuum comes, and the first reads plan without them (seconds of
+    sequential scans at 1M rows). Returns whether it ran."""
+    if written <= 0:
+        return False
+    (estimate,) = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                               (sql.Identifier(schema, table).as_string(conn),)).fetchone()
+    if 0 < estimate and written < 0.1 * estimate:
+        return False
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+    return True
+
+
 def ensure_indexes(conn, schema: str, table: str, fv: FeatureView, *, m: int, ef_construction: int,
                    maintenance_work_mem: str) -> float:
     """Build the view's missing HNSW indexes, each in its own transaction after the rows are committed (a plain
