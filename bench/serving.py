@@ -472,22 +472,24 @@ def run(args) -> dict:
             _flip(conn, MEMBER_TEXT, 1, plan_, deps, "member")
         with db.connect(target, autocommit=True) as conn:
             native, retired, found = nearest_pair(conn, MEMBER_TEXT, queries, warm=30)
-        ids, vecs = [], []
+        translated = np.empty((args.rows, args.dim), dtype=np.float32)
         with db.connect(target) as conn:
             from pgvector.psycopg import register_vector
             register_vector(conn)
-            cur = conn.cursor(name="translated")  # streamed, not held twice
+            cur = conn.cursor(name="translated")  # streamed into one array
             cur.execute(f"SELECT member_id, embedding FROM star.{MEMBER_TEXT}_v1__translated ORDER BY 1")
-            for i, e in cur:
-                ids.append(i), vecs.append(e.to_numpy() if hasattr(e, "to_numpy") else e)
-        translated = unit(np.asarray(vecs, dtype=np.float32))
-        assert ids == list(range(1, args.rows + 1))
+            n = 0
+            for n, (i, e) in enumerate(cur, 1):
+                assert i == n, (i, n)
+                translated[i - 1] = e.to_numpy() if hasattr(e, "to_numpy") else e
+        assert n == args.rows
+        translated = unit(translated)
         res.update(nearest_native_p50_ms=native["p50_ms"], nearest_native_p99_ms=native["p99_ms"],
                    nearest_retired_p50_ms=retired["p50_ms"], nearest_retired_p99_ms=retired["p99_ms"],
                    nearest_retired_ratio=round(retired["p50_ms"] / native["p50_ms"], 2),
                    nearest_retired_overlap_at_10=overlap(found, {q: t - {q} for q, t in
                                                                  exact_top(translated, queries, 11).items()}))
-        del translated, vecs
+        del translated
         res.update(sizes(target))
     finally:
         db.drop_database(target)
