@@ -492,8 +492,9 @@ def run(args) -> dict:
         del translated
         res.update(sizes(target))
     finally:
-        db.drop_database(target)
-        db.drop_database(stock)
+        if not args.keep:
+            db.drop_database(target)
+            db.drop_database(stock)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return res
 
@@ -578,6 +579,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results")
+    ap.add_argument("--keep", action="store_true", help="keep the two databases (star_bench_serving[_stock])")
     args = ap.parse_args()
     started = time.perf_counter()
     res = run(args)
