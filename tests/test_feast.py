@@ -80,7 +80,9 @@ def _random_market(rng: np.random.Generator, n_members: int = 60, n_changes: int
         for k in sorted(rng.choice(200, size=rng.integers(1, n_changes + 1), replace=False)):
             rows.append((m, (start + pd.Timedelta(hours=int(k))).isoformat(), f"s{rng.integers(5)}"))
     members = pd.DataFrame(rows, columns=["member_id", "valid_from", "segment"])
-    jobs = pd.DataFrame({"job_id": [1], "valid_from": [start.isoformat()], "kind": ["x"]})
+    rows = [(j, (start + pd.Timedelta(hours=int(k))).isoformat(), f"k{rng.integers(4)}") for j in range(1, 21)
+            for k in sorted(rng.choice(200, size=rng.integers(1, n_changes + 1), replace=False))]
+    jobs = pd.DataFrame(rows, columns=["job_id", "valid_from", "kind"])
     return {"members": members, "jobs": jobs}
 
 
@@ -96,8 +98,9 @@ def test_star_point_in_time_join_equals_stock_feast(target):
     start = pd.Timestamp("2025-01-01T00:00:00Z")
     hours = rng.integers(-5, 210, size=400)
     entity_df = pd.DataFrame({"member_id": rng.integers(1, 62, size=400),  # 61 is unknown: no feature row
+                              "job_id": rng.integers(1, 22, size=400),  # 21 too
                               "event_timestamp": [start + pd.Timedelta(hours=int(h)) for h in hours]})
-    refs = ["member_categorical_v1:segment"]
+    refs = ["member_categorical_v1:segment", "job_categorical_v1:kind"]  # two join keys: two lookup groups
     ours = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
     provider = store._get_provider()
     stock_store = provider.offline_store
@@ -106,11 +109,12 @@ def test_star_point_in_time_join_equals_stock_feast(target):
         stock = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
     finally:
         provider._offline_store = stock_store
-    key = ["member_id", "event_timestamp"]
+    key = ["member_id", "job_id", "event_timestamp"]
     for df in (ours, stock):
         df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
     merged = ours.sort_values(key).reset_index(drop=True).compare(stock.sort_values(key).reset_index(drop=True))
     assert merged.empty, merged
     assert ours["member_categorical_v1__segment"].notna().sum() > 200
+    assert ours["job_categorical_v1__kind"].notna().sum() > 200
     # and ours keeps the caller's row order
     assert list(ours["member_id"]) == list(entity_df["member_id"])
