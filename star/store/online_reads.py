@@ -173,7 +173,7 @@ def _fetch(store, config, reads: List[ViewRead], table_of) -> None:
     params: List[Any] = []
     for r in reads:
         params += [r.keys, r.features]
-    with store._get_conn(config, autocommit=True) as conn, conn.cursor(binary=True) as cur:
+    with store.serving_conn(config) as conn, conn.cursor(binary=True) as cur:
         rows = cur.execute(query, params).fetchall()
     for tag, key, feature, value, text, vector, ts in rows:
         reads[tag].rows[key].append((feature, value, text, vector, ts))

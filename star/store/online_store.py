@@ -98,6 +98,13 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
             self._conn.set_autocommit(autocommit)
             yield self._conn
 
+    @contextlib.contextmanager
+    def serving_conn(self, config: RepoConfig, ef_search: Optional[int] = None) -> Generator[Connection, Any, Any]:
+        """An autocommit connection set up for reads and searches (_serving_session)."""
+        with self._get_conn(config, autocommit=True) as conn:
+            _serving_session(conn, ef_search)
+            yield conn
+
     # ---- writes -------------------------------------------------------------------------------------------
     def online_write_batch(self, config: RepoConfig, table: FeatureView,
                            data: List[Tuple[EntityKeyProto, Dict[str, ValueProto], datetime, Optional[datetime]]],
@@ -225,29 +232,31 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
         params = {"q": np.asarray(embedding, dtype=np.float32), "k": top_k,
                   "features": list(requested_features or [])}
         ef_search = min(1000, max(config.online_store.hnsw_ef_search, top_k))
-        with self._get_conn(config, autocommit=True) as conn:
-            _search_session(conn, ef_search)
+        with self.serving_conn(config, ef_search) as conn:
             with conn.cursor(binary=True) as cur:  # vectors as pgvector's binary -> numpy, no text parsing
                 rows = cur.execute(query, params, prepare=True).fetchall()
         return _documents(rows)
 
 
-_SEARCH_SESSIONS: "weakref.WeakKeyDictionary[Connection, int]" = weakref.WeakKeyDictionary()
+_SESSIONS: "weakref.WeakKeyDictionary[Connection, dict]" = weakref.WeakKeyDictionary()
 
 
-def _search_session(conn: Connection, ef_search: int) -> None:
-    """pgvector's binary vector type and the HNSW search settings, once per connection (and when k needs a wider
-    beam): hnsw.ef_search >= k, and iterative_scan = strict_order, so when the beam finds fewer than k rows the scan
-    goes on and a top-k is always complete."""
-    if _SEARCH_SESSIONS.get(conn) == ef_search:
-        return
-    if conn not in _SEARCH_SESSIONS:
+def _serving_session(conn: Connection, ef_search: Optional[int] = None) -> None:
+    """Session settings of a connection that serves reads, applied once per connection: pgvector's binary type;
+    no parallel workers (their start costs milliseconds: at 1M rows the planner sends a 6-view read to 2 workers
+    and it takes 2x the time); for searches hnsw.ef_search >= k and iterative_scan = strict_order, so when the beam
+    finds fewer than k rows the scan goes on and a top-k is always complete."""
+    state = _SESSIONS.get(conn)
+    if state is None:
         from pgvector.psycopg import register_vector
 
         register_vector(conn)
-    conn.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', "
-                 "'strict_order', false)", (str(ef_search),))
-    _SEARCH_SESSIONS[conn] = ef_search
+        conn.execute("SELECT set_config('max_parallel_workers_per_gather', '0', false), "
+                     "set_config('hnsw.iterative_scan', 'strict_order', false)")
+        state = _SESSIONS[conn] = {}
+    if ef_search is not None and state.get("ef_search") != ef_search:
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
+        state["ef_search"] = ef_search
 
 
 def finish_load(config: RepoConfig, conn: Connection, fv: FeatureView, written: int) -> None:
