@@ -100,7 +100,7 @@ def test_star_point_in_time_join_equals_stock_feast(target):
     entity_df = pd.DataFrame({"member_id": rng.integers(1, 62, size=400),  # 61 is unknown: no feature row
                               "job_id": rng.integers(1, 22, size=400),  # 21 too
                               "event_timestamp": [start + pd.Timedelta(hours=int(h)) for h in hours]})
-    refs = ["member_categorical_v1:segment", "job_categorical_v1:kind"]  # two join keys: two lookup groups
+    refs = ["job_categorical_v1:kind", "member_categorical_v1:segment"]  # two join keys: two lookup groups
     ours = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
     provider = store._get_provider()
     stock_store = provider.offline_store
@@ -109,6 +109,7 @@ def test_star_point_in_time_join_equals_stock_feast(target):
         stock = store.get_historical_features(entity_df=entity_df, features=refs, full_feature_names=True).to_df()
     finally:
         provider._offline_store = stock_store
+    assert list(ours.columns) == list(stock.columns)
     key = ["member_id", "job_id", "event_timestamp"]
     for df in (ours, stock):
         df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)

@@ -86,16 +86,18 @@ def point_in_time_sql(contexts: list, entity_table: str, entity_columns: list[st
     for i, ctx in enumerate(contexts):
         groups.setdefault(tuple(s.split(" AS ")[1] for s in ctx.entity_selections), []).append(i)
     row = _q(ROW)
-    ctes, selects, joins = [], [f"e.{_q(c)}" for c in entity_columns], []
+    ctes, joins = [], []
+    group_of = {i: g for g, members in enumerate(groups.values()) for i in members}
+    selects = [f"e.{_q(c)}" for c in entity_columns] + [  # the views' order, as stock Feast's columns
+        f"g{group_of[i]}.{_q(_alias(ctx, f, full_feature_names))}" for i, ctx in enumerate(contexts)
+        for f in ctx.features]
     for g, (keys, members) in enumerate(groups.items()):
-        aliases = [_q(_alias(contexts[i], f, full_feature_names)) for i in members for f in contexts[i].features]
         cols = [f"fv_{i}.{_q(_alias(contexts[i], f, full_feature_names))}" for i in members
                 for f in contexts[i].features]
         order = ", ".join([f"{_q(k)}" for k in keys] + [_q(ts_col)])
         laterals = "\n".join(_lateral(i, contexts[i], full_feature_names, ts_col) for i in members)
         ctes.append(f"g{g} AS MATERIALIZED (SELECT e.{row}, {', '.join(cols)}\n"
                     f"FROM (SELECT * FROM {_q(entity_table)} ORDER BY {order}) AS e\n{laterals})")
-        selects += [f"g{g}.{a}" for a in aliases]
         joins.append(f"JOIN g{g} ON g{g}.{row} = e.{row}")
     return (f"WITH {', '.join(ctes)}\nSELECT {', '.join(selects)}\nFROM {_q(entity_table)} AS e\n"
             + "\n".join(joins) + f"\nORDER BY e.{row}")
