@@ -421,7 +421,8 @@ def run(args) -> dict:
             res["pit_stock_rows"] = stock_rows
             res["pit_stock_s"] = pit(target, args.rows, jobs, [stock_rows], stock=True)[stock_rows]
             res["pit_star_at_stock_rows_s"] = pit(target, args.rows, jobs, [stock_rows])[stock_rows]
-        res["materialize_speedup_vs_stock"] = round(res["materialize_rows_per_s"] / res["materialize_rows_per_s_stock"], 1)
+        res["materialize_speedup_vs_stock"] = round(
+            res["materialize_rows_per_s"] / res["materialize_rows_per_s_stock"], 1)
 
         # online reads: 1 member + 100 jobs over the 6 views
         # online reads: 1 member + 100 jobs over the 6 views, ids both databases hold (their rows are equal)
@@ -525,7 +526,8 @@ def report(res: dict, out: Path) -> None:
     (out / "serving.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
     lines = [f"# bench/serving.py --rows {res['rows']}", "",
              f"{res['rows']:,} members, {res['jobs']:,} jobs, {res['dim']}-d text vectors "
-             f"({res['real_text_vectors']:,} real MiniLM text vectors, {res['derived_vectors']:,} derived); stock Feast "
+             f"({res['real_text_vectors']:,} real MiniLM text vectors, {res['derived_vectors']:,} derived); "
+             "stock Feast "
              f"on the first {res['stock_rows']:,} members. Measured {res.get('measured_at', '')}.", "",
              "| figure | STAR | stock Feast | raw SQL | goal |", "|---|---|---|---|---|"]
     for label, key, stock, raw, _, goal in ROWS:

@@ -74,7 +74,8 @@ def read(store, config, features, entity_rows, registry, project, full_feature_n
     if odfvs or request_data or entityless or not grouped_refs or not set(columns) <= set(join_keys):
         return None
     n = len(next(iter(columns.values())))
-    if not n or n * len(grouped_refs) > getattr(config.online_store, "max_batched_result_rows", MAX_BATCHED_RESULT_ROWS):
+    limit = getattr(config.online_store, "max_batched_result_rows", MAX_BATCHED_RESULT_ROWS)
+    if not n or n * len(grouped_refs) > limit:
         return None
     reads, keyed = [], {}
     for table, requested in grouped_refs:

@@ -109,7 +109,8 @@ def index_name(table: str, feature: str) -> str:
 
 def create_table(cur, schema: str, table: str, fv: FeatureView) -> None:
     """The typed table, without its HNSW indexes (`ensure_indexes` builds them once rows are in)."""
-    cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(schema, table), vector_type=vector_type(table_dim(fv))))
+    cur.execute(sql.SQL(CREATE_TABLE).format(table=sql.Identifier(schema, table),
+                                             vector_type=vector_type(table_dim(fv))))
 
 
 def analyze_after(conn, schema: str, table: str, written: int) -> bool:
