@@ -233,7 +233,7 @@ class StarPostgreSQLOnlineStore(PostgreSQLOnlineStore):
                   "features": list(requested_features or [])}
         ef_search = min(1000, max(config.online_store.hnsw_ef_search, top_k))
         with self.serving_conn(config, ef_search) as conn:
-            with conn.cursor(binary=True) as cur:  # vectors as pgvector's binary -> numpy, no text parsing
+            with conn.cursor(binary=True) as cur:  # vectors as pgvector's binary -> Vector, no text parsing
                 rows = cur.execute(query, params, prepare=True).fetchall()
         return _documents(rows)
 

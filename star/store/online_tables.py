@@ -38,7 +38,7 @@ from psycopg import sql
 COLUMNS = ("entity_key", "feature_name", "value", "value_text", "vector_value", "event_ts", "created_ts")
 OPCLASS = {"cosine": "vector_cosine_ops", "L2": "vector_l2_ops", "inner_product": "vector_ip_ops",
            "L1": "vector_l1_ops"}
-LOG = logging.getLogger(__name__)  # one line per apply_stage: rows, upsert and HNSW build seconds
+LOG = logging.getLogger(__name__)  # one line per upsert (rows, seconds) and per HNSW build (seconds)
 DISTANCE = {"cosine": "<=>", "L2": "<->", "inner_product": "<#>", "L1": "<+>"}
 
 CREATE_TABLE = """
@@ -133,17 +133,19 @@ def ensure_indexes(conn, schema: str, table: str, fv: FeatureView, *, m: int, ef
     CREATE INDEX: reads go on, writes wait); returns the seconds spent building."""
     if not table_dim(fv):
         return 0.0
-    started = time.perf_counter()
+    started, built = time.perf_counter(), 0
     for v in vector_fields(fv):
         with conn.transaction(), conn.cursor() as cur:
             # two materializes of one view finish together: one builds, the other then finds the index
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"star-hnsw:{schema}.{table}",))
-            if index_name(table, v.name) in {name for name, _ in _hnsw_indexes(cur, schema, table)}:
+            if index_name(table, v.name) in _hnsw_indexes(cur, schema, table):
                 continue
             cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(maintenance_work_mem)))
             cur.execute(create_index(schema, table, v, m=m, ef_construction=ef_construction))
+            built += 1
     seconds = time.perf_counter() - started
-    LOG.info("%s.%s: HNSW index(es) built in %.3f s", schema, table, seconds)
+    if built:
+        LOG.info("%s.%s: %d HNSW index(es) built in %.3f s", schema, table, built, seconds)
     return seconds
 
 
@@ -158,11 +160,11 @@ def create_stage(cur, stage: str, dim: int | None) -> None:
     cur.execute(sql.SQL(CREATE_STAGE).format(stage=sql.Identifier(stage), vector_type=vector_type(dim)))
 
 
-def _hnsw_indexes(cur, schema: str, table: str) -> list[tuple[str, str]]:
-    """(name, definition) of the table's HNSW indexes."""
-    return cur.execute(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
-        "AND indexdef LIKE '%% USING hnsw %%'", (schema, table)).fetchall()
+def _hnsw_indexes(cur, schema: str, table: str) -> set[str]:
+    """Names of the table's HNSW indexes."""
+    return {name for (name,) in cur.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s "
+        "AND indexdef LIKE '%% USING hnsw %%'", (schema, table))}
 
 
 def is_empty(cur, schema: str, table: str) -> bool:
@@ -183,7 +185,7 @@ def apply_rows(cur, schema: str, table: str, rows: sql.Composable, params=None) 
     the caller's transaction; returns the rows written. Into an empty table the HNSW indexes are dropped first (the
     caller builds them after its commit: `ensure_indexes`)."""
     if _bulk_load_allowed(cur, schema, table):  # building once beats inserting row by row into the graph
-        for name, _ in _hnsw_indexes(cur, schema, table):
+        for name in _hnsw_indexes(cur, schema, table):
             cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, name)))
     started = time.perf_counter()
     cur.execute(sql.SQL(UPSERT).format(table=sql.Identifier(schema, table), rows=rows), params)
