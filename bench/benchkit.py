@@ -2,15 +2,110 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
+import os
 import zipfile
 
 from star import db
 from star.config import REPO_ROOT, DbTarget, Settings
 
 DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+MODES = ("STAR_FEAST_MODE", "STAR_BATCH_ENGINE", "STAR_ONLINE_STORE")  # what feature_store.yaml reads
+
+
+def p50_p99(times_ms: list[float]) -> dict:
+    import numpy as np
+
+    return {"p50_ms": round(float(np.percentile(times_ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(times_ms, 99)), 3)}
+
+
+@contextlib.contextmanager
+def feast_env(env: dict[str, str]):
+    """Feast configured by `env` (STAR_FEAST_MODE and, optionally, STAR_BATCH_ENGINE / STAR_ONLINE_STORE; the others
+    unset) while inside; the environment as it was afterwards. A FeatureStore reads it when it is opened."""
+    saved = {k: os.environ.get(k) for k in MODES}
+    try:
+        for k in MODES:
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def feast_mode(mode: str):
+    """feast_env of STAR_FEAST_MODE=mode ('star' or 'stock')."""
+    return feast_env({"STAR_FEAST_MODE": mode})
+
+
+@contextlib.contextmanager
+def stock_offline_store(store):
+    """The FeatureStore's offline store is stock Feast's postgres one while inside (same tables, same registry)."""
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import PostgreSQLOfflineStore
+
+    provider = store._get_provider()
+    ours = provider.offline_store
+    provider._offline_store = PostgreSQLOfflineStore()
+    try:
+        yield store
+    finally:
+        provider._offline_store = ours
+
+
+class StoreTimes(logging.Handler):
+    """Seconds STAR's online store spent upserting rows and building HNSW indexes while attached (star.store.
+    online_tables logs one line per upsert and per build, the seconds last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.upsert = self.hnsw = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "HNSW" in record.msg:
+            self.hnsw += float(record.args[-1])
+        else:
+            self.upsert += float(record.args[-1])
+
+    @classmethod
+    @contextlib.contextmanager
+    def attached(cls):
+        times, log = cls(), logging.getLogger("star.store.online_tables")
+        log.addHandler(times), log.setLevel(logging.INFO)
+        try:
+            yield times
+        finally:
+            log.removeHandler(times)
+
+
+def retire_in_sql(target, family: str, entity: str = "member"):
+    """v1 of `family` retired onto v2 by the retire's SQL steps (Feast left out): fit the map v2 -> v1, plan,
+    build the translated copy, flip. Returns (the map, seconds to fit and plan, seconds to build the copy)."""
+    import time
+
+    from star.versions.lifecycle import fit_map
+    from star.versions.retire import _flip, _pending, _plan, _stage_translated
+
+    t0 = time.perf_counter()
+    with db.connect(target) as conn:
+        cmap = fit_map(conn, family, 2, 1)
+        conn.commit()
+        with conn.transaction():
+            _plan(conn, family, 1, None, False)
+        plan, deps = _pending(conn, family, 1)
+    fitted = time.perf_counter()
+    _stage_translated(target, family, [1, *deps], plan["source"], entity)
+    built = time.perf_counter()
+    with db.connect(target) as conn, conn.transaction():
+        _flip(conn, family, 1, plan, deps, entity)
+    return cmap, round(fitted - t0, 1), round(built - fitted, 1)
 
 
 def emit(record: dict) -> dict:
@@ -32,8 +127,6 @@ def nearest_pair(conn, family: str, queries: list[int], *, warm: int = 20) -> tu
     machine drifts): p50 / p99 of each, and v1's answers by query."""
     import time
 
-    import numpy as np
-
     sql = "SELECT id FROM star.nearest(%s, %s, %s, 10)"
     for q in queries[:warm]:  # plans, index pages
         for v in (2, 1):
@@ -47,10 +140,7 @@ def nearest_pair(conn, family: str, queries: list[int], *, warm: int = 20) -> tu
             times[v].append((time.perf_counter() - t0) * 1000)
             if v == 1:
                 found[q] = [r[0] for r in rows]
-
-    def stats(t):
-        return {"p50_ms": round(float(np.percentile(t, 50)), 3), "p99_ms": round(float(np.percentile(t, 99)), 3)}
-    return stats(times[2]), stats(times[1]), found
+    return p50_p99(times[2]), p50_p99(times[1]), found
 
 
 def exact_translated(conn, family: str, queries: list[int]) -> dict[int, set[int]]:

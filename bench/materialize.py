@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import logging
 import os
 import resource
 import sys
@@ -31,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.benchkit import emit, fresh_database  # noqa: E402
+from bench.benchkit import StoreTimes, emit, feast_env, fresh_database  # noqa: E402
 from star import db  # noqa: E402
 from star.pipeline import apply_features  # noqa: E402
 from star.store import embeddings  # noqa: E402
@@ -70,47 +69,28 @@ def load_vectors(target, rows: int, dim: int, seed: int = 0, *, family: str = FA
         conn.execute(f"ANALYZE star.{v.name}")
 
 
-class IndexTimes(logging.Handler):
-    """Seconds the store spent building HNSW indexes inside the materialize (star.store.online_tables logs it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = 0.0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "HNSW" in record.msg:
-            self.seconds += float(record.args[-1])
-
-
 def run(name: str, rows: int, dim: int) -> dict:
     target = fresh_database(f"star_bench_materialize_{name}")
-    saved = {k: os.environ.get(k) for k in ("STAR_FEAST_MODE", "STAR_BATCH_ENGINE", "STAR_ONLINE_STORE")}
     try:
-        for k in saved:
-            os.environ.pop(k, None)
-        os.environ.update(CONFIGS[name])
-        load_vectors(target, rows, dim)
-        times, log = IndexTimes(), logging.getLogger("star.store.online_tables")
-        log.addHandler(times), log.setLevel(logging.INFO)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            apply_features(target)
-            store = open_store(target)
-            started = time.perf_counter()
-            store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
-                              feature_views=[VIEW])
-            seconds = time.perf_counter() - started
-        log.removeHandler(times)
+        with feast_env(CONFIGS[name]):
+            load_vectors(target, rows, dim)
+            with StoreTimes.attached() as times, contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                apply_features(target)
+                store = open_store(target)
+                started = time.perf_counter()
+                store.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
+                                  feature_views=[VIEW])
+                seconds = time.perf_counter() - started
         with db.connect(target) as conn:
             (online,) = conn.execute(f"SELECT count(*) FROM feast_online.star_{VIEW}").fetchone()
-        index = times.seconds if name != "stock" else None
+        index = times.hnsw if name != "stock" else None
         write = seconds - (index or 0.0)
         return emit({"config": name, "rows": rows, "dim": dim, "online_rows": online, "seconds": round(seconds, 2),
                      "rows_per_s": round(rows / seconds), "hnsw_build_s": None if index is None else round(index, 2),
                      "rows_per_s_without_hnsw": round(rows / write) if write > 0 else None,
                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
     finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
         db.drop_database(target)
 
 

@@ -28,13 +28,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap, real_texts
+from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap, real_texts, retire_in_sql
 from star import db
 from star.config import Settings
 from star.store import embeddings as store
 from star.store import translated
-from star.versions.lifecycle import fit_map
-from star.versions.retire import _flip, _pending, _plan, _stage_translated
 
 FAMILY = "member_text_embedding"
 
@@ -81,19 +79,8 @@ def main() -> None:
     t0 = time.perf_counter()
     assert write_vintage(target, "lsa-char", v1) == 1 and write_vintage(target, "lsa-word", v2) == 2
     emit({"phase": "two vintages written and indexed", "seconds": round(time.perf_counter() - t0, 1)})
-    with db.connect(target) as conn:
-        m = fit_map(conn, FAMILY, 2, 1)
-        conn.commit()
-        with conn.transaction():
-            _plan(conn, FAMILY, 1, None, False)
-        plan, deps = _pending(conn, FAMILY, 1)
+    m, _, build_s = retire_in_sql(target, FAMILY)
     emit({"phase": "compat fit v2 -> v1", **m.metrics["heldout"], "no_map_cos_mean": m.metrics.get("no_map_cos_mean")})
-    t0 = time.perf_counter()
-    _stage_translated(target, FAMILY, [1, *deps], plan["source"], "member")
-    build_s = round(time.perf_counter() - t0, 1)
-    with db.connect(target) as conn:
-        with conn.transaction():
-            _flip(conn, FAMILY, 1, plan, deps, "member")
 
     rng = np.random.default_rng(0)
     queries = [int(i) for i in rng.choice(np.arange(1, len(texts) + 1), args.queries, replace=False)]

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.benchkit import emit, fresh_database, seed_market  # noqa: E402
+from bench.benchkit import emit, feast_mode, fresh_database, p50_p99, seed_market  # noqa: E402
 from bench.materialize import load_vectors  # noqa: E402
 from star import db  # noqa: E402
 from star.store.catalog import sync_versions  # noqa: E402
@@ -119,17 +119,8 @@ def open_store_as(target, mode: str):
     """A FeatureStore on `target` as STAR_FEAST_MODE=`mode` configures it (the config is read once, here)."""
     from star.store.feast_repo import open_store
 
-    saved = {k: os.environ.pop(k, None) for k in ("STAR_FEAST_MODE", "STAR_ONLINE_STORE", "STAR_BATCH_ENGINE")}
-    os.environ["STAR_FEAST_MODE"] = mode
-    try:
+    with feast_mode(mode):
         return open_store(target)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def _stats(times: list[float]) -> dict:
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3)}
 
 
 def measure(target, member_ids, job_ids, refs: list[str], repeats: int, *, stock_target=None, warm: int = 20) -> dict:
@@ -177,7 +168,7 @@ def _alternate(readers: dict, member_ids, job_ids, repeats: int, warm: int) -> t
             if i >= warm:
                 times[name].append((time.perf_counter() - started) * 1000)
         same = same and all(a == answers[0] for a in answers)
-    return {name: _stats(t) for name, t in times.items()}, same
+    return {name: p50_p99(t) for name, t in times.items()}, same
 
 
 def main() -> None:
@@ -193,12 +184,11 @@ def main() -> None:
         targets["stock"] = fresh_database("star_bench_online_stock")
     try:
         for mode, target in targets.items():
-            os.environ["STAR_FEAST_MODE"] = mode
             started = time.perf_counter()
-            build(target, args.members, args.jobs)
+            with feast_mode(mode):
+                build(target, args.members, args.jobs)
             emit({"built": mode, "members": args.members, "jobs": args.jobs,
                   "seconds": round(time.perf_counter() - started, 1)})
-        os.environ["STAR_FEAST_MODE"] = "star"
         rng = np.random.default_rng(0)
         members = rng.integers(1, args.members + 1, size=args.repeats)
         jobs = [rng.choice(args.jobs, size=args.per_request, replace=False) + 1 for _ in range(args.repeats)]

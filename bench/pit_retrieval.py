@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchkit import BENCH_TABLES, entity_rows, seed_market
+from benchkit import BENCH_TABLES, entity_rows, seed_market, stock_offline_store
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features
@@ -47,8 +47,6 @@ def timed(store, entity_df, refs) -> tuple[float, pd.DataFrame]:
 
 
 def main() -> None:
-    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import PostgreSQLOfflineStore
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -62,8 +60,6 @@ def main() -> None:
     refs = ["member_categorical_v1:seniority", "member_categorical_v1:location", "member_categorical_v1:band",
             "member_text_v1:text", "job_categorical_v1:employment_type", "job_categorical_v1:location",
             "job_text_v1:text"]
-    provider = store._get_provider()
-    star_store, stock_store = provider.offline_store, PostgreSQLOfflineStore()
     results = []
     for stats in ("fresh", "analyzed"):
         if stats == "analyzed":
@@ -76,11 +72,8 @@ def main() -> None:
             seconds, ours = timed(store, entity_df, refs)
             row = {"stats": stats, "rows": n, "star_s": round(seconds, 3)}
             if n <= args.stock_max or stats == "analyzed":
-                provider._offline_store = stock_store
-                try:
+                with stock_offline_store(store):
                     stock_seconds, stock = timed(store, entity_df, refs)
-                finally:
-                    provider._offline_store = star_store
                 key = ["member_id", "job_id", "event_timestamp", "label"]
                 for df in (ours, stock):
                     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)

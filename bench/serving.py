@@ -44,8 +44,6 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
-import os
 import resource
 import shutil
 import time
@@ -57,8 +55,8 @@ import pandas as pd
 from psycopg import sql
 from tqdm import tqdm
 
-from benchkit import (BENCH_TABLES, emit, entity_rows, fresh_database, nearest_pair, overlap, real_texts,
-                      seed_market)
+from benchkit import (BENCH_TABLES, StoreTimes, emit, entity_rows, feast_mode, fresh_database, nearest_pair,
+                      overlap, p50_p99, real_texts, retire_in_sql, seed_market, stock_offline_store)
 from online_reads import measure as online_reads, open_store_as
 from star import db
 from star.config import REPO_ROOT, Settings
@@ -66,23 +64,16 @@ from star.pipeline import apply_features
 from star.store import embeddings as store
 from star.store.catalog import sync_versions
 from star.store.feast_repo import open_store
-from star.versions.lifecycle import fit_map
-from star.versions.retire import _flip, _pending, _plan, _stage_translated
 
 MEMBER_TEXT, JOB_TEXT = "member_text_embedding", "job_text_embedding"
 GRAPH_DIM = 64
 NOISE = 0.35
 CACHE = REPO_ROOT / "bench" / "cache"
-MODES = ("STAR_FEAST_MODE", "STAR_BATCH_ENGINE", "STAR_ONLINE_STORE")
 SERVED = ["member_categorical_v1", "member_text_embedding_v2", "member_graph_embedding_v1", "job_categorical_v1",
           "job_text_embedding_v1", "job_graph_embedding_v1"]
 PIT_REFS = ["member_categorical_v1:seniority", "member_categorical_v1:location", "member_categorical_v1:band",
             "member_text_v1:text", "job_categorical_v1:employment_type", "job_categorical_v1:location",
             "job_text_v1:text"]
-
-
-def ms(times: list[float]) -> dict:
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3)}
 
 
 # ---- plan: what fits, said before anything starts --------------------------------------------------------------
@@ -189,19 +180,6 @@ def vintages(spaces: Spaces, members: int, jobs: int, chunk: int = 100_000):
 
 
 # ---- database ---------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def feast_mode(mode: str):
-    saved = {k: os.environ.get(k) for k in MODES}
-    try:
-        for k in MODES:
-            os.environ.pop(k, None)
-        os.environ["STAR_FEAST_MODE"] = mode
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
 KINDS = {MEMBER_TEXT: "text_embedding", JOB_TEXT: "text_embedding", "member_graph_embedding": "graph_embedding",
          "job_graph_embedding": "graph_embedding"}
 
@@ -265,36 +243,17 @@ def build(target, members: int, jobs: int, spaces: Spaces, dim: int) -> dict:
     return out
 
 
-class Phases(logging.Handler):
-    """Seconds the online store spent upserting rows and building HNSW indexes (star.store.online_tables logs)."""
-
-    def __init__(self):
-        super().__init__()
-        self.upsert = self.hnsw = 0.0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "HNSW" in record.msg:
-            self.hnsw += float(record.args[-1])
-        else:
-            self.upsert += float(record.args[-1])
-
-
 def materialize(target, views: list[str]) -> dict:
     """FeatureStore.materialize of each view, one call each (what `feast materialize` runs): seconds, rows, phases."""
     fs = open_store(target)
-    log = logging.getLogger("star.store.online_tables")
     out = {}
     for view in tqdm(views, desc="materialize", unit="view"):
-        phases = Phases()
-        log.addHandler(phases), log.setLevel(logging.INFO)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                t0 = time.perf_counter()
-                fs.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
-                               feature_views=[view])
-                seconds = time.perf_counter() - t0
-        finally:
-            log.removeHandler(phases)
+        with StoreTimes.attached() as phases, contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            t0 = time.perf_counter()
+            fs.materialize(datetime(1970, 1, 1, tzinfo=timezone.utc), datetime.now(timezone.utc),
+                           feature_views=[view])
+            seconds = time.perf_counter() - t0
         with db.connect(target) as conn:
             (rows,) = conn.execute(sql.SQL("SELECT count(DISTINCT entity_key) FROM {}").format(
                 sql.Identifier("feast_online", f"star_{view}"))).fetchone()
@@ -316,7 +275,7 @@ def search(fs, vectors: np.ndarray, queries: list[int], k: int = 10, warm: int =
         t0 = time.perf_counter()
         found[q] = one(q)
         times.append((time.perf_counter() - t0) * 1000)
-    return ms(times), found
+    return p50_p99(times), found
 
 
 def exact_top(vectors: np.ndarray, queries: list[int], k: int = 10) -> dict[int, set[int]]:
@@ -329,29 +288,21 @@ def exact_top(vectors: np.ndarray, queries: list[int], k: int = 10) -> dict[int,
     return out
 
 
-def recall(found: dict[int, list[int]], exact: dict[int, set[int]], k: int = 10) -> float:
-    return round(float(np.mean([min(len(set(found[q]) & exact[q]), k) / k for q in found])), 4)
-
-
 def pit(target, members: int, jobs: int, sizes: list[int], *, stock: bool = False) -> dict:
     """get_historical_features(...).to_df() seconds per entity-row count; stock=True: Feast's own offline store."""
-    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import PostgreSQLOfflineStore
-
     fs = open_store(target)
-    provider = fs._get_provider()
-    if stock:
-        provider._offline_store = PostgreSQLOfflineStore()
-    rng = np.random.default_rng(0)
-    fs.get_historical_features(entity_df=entity_rows(100, members, rng, jobs), features=PIT_REFS,
-                               full_feature_names=True).to_df()
-    out = {}
-    for n in sizes:
-        df = entity_rows(n, members, rng, jobs)
-        t0 = time.perf_counter()
-        got = fs.get_historical_features(entity_df=df, features=PIT_REFS, full_feature_names=True).to_df()
-        out[n] = round(time.perf_counter() - t0, 2)
-        assert len(got) == n
-        emit({"phase": "pit", "stock": stock, "rows": n, "seconds": out[n]})
+    with stock_offline_store(fs) if stock else contextlib.nullcontext():
+        rng = np.random.default_rng(0)
+        fs.get_historical_features(entity_df=entity_rows(100, members, rng, jobs), features=PIT_REFS,
+                                   full_feature_names=True).to_df()
+        out = {}
+        for n in sizes:
+            df = entity_rows(n, members, rng, jobs)
+            t0 = time.perf_counter()
+            got = fs.get_historical_features(entity_df=df, features=PIT_REFS, full_feature_names=True).to_df()
+            out[n] = round(time.perf_counter() - t0, 2)
+            assert len(got) == n
+            emit({"phase": "pit", "stock": stock, "rows": n, "seconds": out[n]})
     return out
 
 
@@ -445,32 +396,20 @@ def run(args) -> dict:
             lat, found = search(open_store(target), v2, queries)
         truth = exact_top(v2, queries)
         res.update(feast_search_top10_p50_ms=lat["p50_ms"], feast_search_top10_p99_ms=lat["p99_ms"],
-                   feast_search_recall_at_10=recall(found, truth))
+                   feast_search_recall_at_10=overlap(found, truth))
         real_q = [q for q in queries if q <= real_n]
-        res["feast_search_recall_at_10_real_text_queries"] = recall({q: found[q] for q in real_q}, truth)
+        res["feast_search_recall_at_10_real_text_queries"] = overlap({q: found[q] for q in real_q}, truth)
         stock_q = [q for q in queries if q <= stock_rows][:30]
         with feast_mode("stock"):
             lat_s, found_s = search(open_store(stock), v2[:stock_rows], stock_q, warm=3)
         res.update(feast_search_top10_p50_ms_stock=lat_s["p50_ms"], feast_search_stock_rows=stock_rows,
-                   feast_search_recall_at_10_stock=recall(found_s, exact_top(v2[:stock_rows], stock_q)))
+                   feast_search_recall_at_10_stock=overlap(found_s, exact_top(v2[:stock_rows], stock_q)))
         del v2
         emit({"phase": "feast search", **{k: v for k, v in res.items() if k.startswith("feast_search")}})
 
         # star.nearest on the retired v1 (translated copy) against the native v2
-        t0 = time.perf_counter()
-        with db.connect(target) as conn:
-            cmap = fit_map(conn, MEMBER_TEXT, 2, 1)
-            conn.commit()
-            with conn.transaction():
-                _plan(conn, MEMBER_TEXT, 1, None, False)
-            plan_, deps = _pending(conn, MEMBER_TEXT, 1)
-        res["compat_fit_s"] = round(time.perf_counter() - t0, 1)
+        cmap, res["compat_fit_s"], res["translated_build_s"] = retire_in_sql(target, MEMBER_TEXT)
         res["compat_heldout_cos_mean"] = cmap.metrics["heldout"]["cos_mean"]
-        t0 = time.perf_counter()
-        _stage_translated(target, MEMBER_TEXT, [1, *deps], plan_["source"], "member")
-        res["translated_build_s"] = round(time.perf_counter() - t0, 1)
-        with db.connect(target) as conn, conn.transaction():
-            _flip(conn, MEMBER_TEXT, 1, plan_, deps, "member")
         with db.connect(target, autocommit=True) as conn:
             native, retired, found = nearest_pair(conn, MEMBER_TEXT, queries, warm=30)
         translated = np.empty((args.rows, args.dim), dtype=np.float32)

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap
+from benchkit import emit, exact_translated, fresh_database, nearest_pair, overlap, p50_p99
 from star import db
 from star.config import Settings
 from star.pipeline import apply_features, materialize, seed_synthetic
@@ -51,7 +51,7 @@ def timed(fn, repeats: int) -> dict:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3)}
+    return p50_p99(times)
 
 
 def online(store, version: int, ids: list[int], repeats: int) -> dict:
@@ -67,8 +67,7 @@ def nearest(target, version: int, ids: list[int]) -> tuple[dict, dict[int, list[
             t0 = time.perf_counter()
             out[i] = [r[0] for r in conn.execute("SELECT id FROM star.nearest(%s, %s, %s, 10)", (FAMILY, version, i))]
             times.append((time.perf_counter() - t0) * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3),
-            "p99_ms": round(float(np.percentile(times, 99)), 3)}, out
+    return p50_p99(times), out
 
 
 def table_dim(conn) -> int:
