@@ -135,7 +135,7 @@ def main() -> None:
           "translated_table_bytes": table, "translated_index_bytes": index, "entities": n, "build_seconds": build_s})
     with db.connect(target, autocommit=True) as conn:  # 0005's search, for comparison: the copy is gone
         conn.execute(f"DROP TABLE star.{FAMILY}_v1__translated")
-    native_rr, retired_rr, found_rr = nearest_pair(target, queries)
+        native_rr, retired_rr, found_rr = nearest_pair(conn, FAMILY, queries)
     emit({"phase": "star.nearest, re-ranked candidates (0005)", "native_v2": native_rr, "retired_v1": retired_rr})
 
     def ratio(key):
