@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
 import resource
 import shutil
 import time
@@ -58,6 +56,8 @@ from tqdm import tqdm
 from benchkit import (BENCH_TABLES, StoreTimes, emit, entity_rows, feast_mode, fresh_database, nearest_pair,
                       overlap, p50_p99, real_texts, retire_in_sql, seed_market, stock_offline_store)
 from online_reads import measure as online_reads, open_store_as
+from real_vectors import GRAPH_DIM, Spaces, minilm_vectors, unit
+from serving_report import report
 from star import db
 from star.config import REPO_ROOT, Settings
 from star.pipeline import apply_features
@@ -66,9 +66,6 @@ from star.store.catalog import sync_versions
 from star.store.feast_repo import open_store
 
 MEMBER_TEXT, JOB_TEXT = "member_text_embedding", "job_text_embedding"
-GRAPH_DIM = 64
-NOISE = 0.35
-CACHE = REPO_ROOT / "bench" / "cache"
 SERVED = ["member_categorical_v1", "member_text_embedding_v2", "member_graph_embedding_v1", "job_categorical_v1",
           "job_text_embedding_v1", "job_graph_embedding_v1"]
 PIT_REFS = ["member_categorical_v1:seniority", "member_categorical_v1:location", "member_categorical_v1:band",
@@ -107,65 +104,7 @@ def check_fits(need: dict, pgdata: Path | None) -> dict:
     return plan
 
 
-# ---- vectors from real text -------------------------------------------------------------------------------------
-def minilm_vectors(texts: list[str], chunk: int = 50_000) -> np.ndarray:
-    """MiniLM embeddings of `texts`, cached under bench/cache/ by chunks of `chunk` texts (a longer run reuses a
-    shorter one's)."""
-    from star.text.config import TextModelConfig
-    from star.text.model import TextEncoder
-
-    enc, parts = None, []
-    for lo in range(0, len(texts), chunk):
-        part = texts[lo:lo + chunk]
-        path = CACHE / f"minilm_{lo}_{len(part)}_{hashlib.md5(chr(10).join(part).encode()).hexdigest()[:12]}.npy"
-        if not path.exists():
-            enc = enc or TextEncoder(TextModelConfig(max_length={"job": 128, "member": 128, "resume": 128},
-                                                     prompts={"job": "", "member": "", "resume": ""}))
-            CACHE.mkdir(parents=True, exist_ok=True)
-            np.save(path, enc.encode(part, "member", batch_size=128, progress=True).embeddings)
-        parts.append(np.load(path))
-    return np.concatenate(parts)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-class Spaces:
-    """The projections of a 384-d MiniLM vector into each vintage's space."""
-
-    def __init__(self, real: np.ndarray, dim: int, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.real = real
-        mean = real.mean(axis=0)
-        _, _, vt = np.linalg.svd(real[rng.choice(len(real), min(len(real), 50_000), replace=False)] - mean,
-                                 full_matrices=False)
-        self.mean, self.pca = mean, vt[:dim].T.astype(np.float32)
-        self.gauss = rng.normal(size=(384, dim)).astype(np.float32) / np.sqrt(dim)
-        self.graph = rng.normal(size=(384, GRAPH_DIM)).astype(np.float32) / np.sqrt(GRAPH_DIM)
-
-    def rows(self, n: int, offset: int, seed: int) -> np.ndarray:
-        """Row i: real text (i + offset) mod len(real), with noise once the real texts are used up."""
-        rng = np.random.default_rng(seed)
-        idx = np.arange(offset, offset + n) % len(self.real)
-        x = self.real[idx].copy()
-        derived = np.arange(n) + offset >= len(self.real)
-        if derived.any():
-            noise = rng.normal(size=(int(derived.sum()), x.shape[1])).astype(np.float32)
-            x[derived] += NOISE * noise / np.linalg.norm(noise, axis=1, keepdims=True)
-        return x
-
-    def member_v2(self, x):
-        return unit((x - self.mean) @ self.pca)
-
-    def member_v1(self, x):
-        return unit(x @ self.gauss)
-
-    def graph_of(self, x, seed):
-        rng = np.random.default_rng(seed)
-        return unit(x @ self.graph + 0.3 * rng.normal(size=(len(x), GRAPH_DIM)).astype(np.float32) / 8)
-
-
+# ---- the vintages' vectors (from real text: real_vectors.py) ---------------------------------------------
 def vintages(spaces: Spaces, members: int, jobs: int, chunk: int = 100_000):
     """Chunks of (member ids, member v1, member v2, member graph) and (job ids, job text, job graph)."""
     for lo in range(0, members, chunk):
@@ -437,77 +376,6 @@ def run(args) -> dict:
             db.drop_database(stock)
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return res
-
-
-# ---- report -------------------------------------------------------------------------------------------------------
-ROWS = [  # label, STAR key, stock key, raw SQL key, unit, goal
-    ("materialize, rows served (rows/s)", "materialize_rows_per_s", "materialize_rows_per_s_stock", None,
-     "rows/s", ">= 100k (floor 40k, 15x stock)"),
-    ("materialize incl. HNSW build (rows/s)", "materialize_with_hnsw_rows_per_s", "materialize_rows_per_s_stock",
-     None, "rows/s", ""),
-    ("get_online_features 1+100, 6 views, p50", "online_1_plus_100_p50_ms", "online_1_plus_100_p50_ms_stock",
-     "online_1_plus_100_p50_ms_raw_sql", "ms", "<= 1.5x raw SQL (goal 1.3x)"),
-    ("retrieve_online_documents_v2 top-10, p50", "feast_search_top10_p50_ms", "feast_search_top10_p50_ms_stock",
-     None, "ms", "<= 3 ms at 1M"),
-    ("retrieve_online_documents_v2 top-10, p99", "feast_search_top10_p99_ms", None, None, "ms", "<= 8 ms at 1M"),
-    ("search recall@10", "feast_search_recall_at_10", "feast_search_recall_at_10_stock", None, "", ">= 0.98"),
-    ("star.nearest retired v1, p50", "nearest_retired_p50_ms", None, "nearest_native_p50_ms", "ms",
-     "<= 1.5x native (raw SQL column: native v2)"),
-    ("star.nearest retired overlap@10", "nearest_retired_overlap_at_10", None, None, "", ">= 0.95"),
-    ("point-in-time training set of --rows rows (s)", "pit_s", None, None, "s", "<= 30 s at 1M rows, linear"),
-    ("point-in-time training set of --stock-rows rows (s)", "pit_star_at_stock_rows_s", "pit_stock_s", None, "s",
-     ""),
-]
-
-
-def report(res: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    lines = [f"# bench/serving.py --rows {res['rows']}", "",
-             f"{res['rows']:,} members, {res['jobs']:,} jobs, {res['dim']}-d text vectors "
-             f"({res['real_text_vectors']:,} real MiniLM text vectors, {res['derived_vectors']:,} derived); "
-             "stock Feast "
-             f"on the first {res['stock_rows']:,} members. Measured {res.get('measured_at', '')}.", "",
-             "| figure | STAR | stock Feast | raw SQL | goal |", "|---|---|---|---|---|"]
-    for label, key, stock, raw, _, goal in ROWS:
-        def cell(k):
-            return "" if k is None or res.get(k) is None else f"{res[k]:,}"
-        lines.append(f"| {label} | {cell(key)} | {cell(stock)} | {cell(raw)} | {goal} |")
-    lines += ["", "Other figures: " + ", ".join(f"`{k}` {v}" for k, v in res.items() if k not in
-                                                 {r[1] for r in ROWS} | {r[2] for r in ROWS} | {r[3] for r in ROWS}),
-              "", "Plot: serving.png. Reproduce: `.venv/bin/python bench/serving.py --rows "
-              f"{res['rows']}`."]
-    (out / "serving.md").write_text("\n".join(lines) + "\n")
-    plot(res, out / "serving.png")
-
-
-def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("materialize (rows/s, log)", [("STAR", res["materialize_rows_per_s"]),
-                                             ("STAR + HNSW", res["materialize_with_hnsw_rows_per_s"]),
-                                             ("stock", res["materialize_rows_per_s_stock"])], True),
-              ("get_online_features 1+100 p50 (ms)", [("STAR", res["online_1_plus_100_p50_ms"]),
-                                                      ("raw SQL", res["online_1_plus_100_p50_ms_raw_sql"]),
-                                                      ("stock", res["online_1_plus_100_p50_ms_stock"])], False),
-              ("Feast top-10 search p50 (ms, log)", [("STAR", res["feast_search_top10_p50_ms"]),
-                                                     ("stock*", res["feast_search_top10_p50_ms_stock"])], True),
-              ("star.nearest p50 (ms)", [("native v2", res["nearest_native_p50_ms"]),
-                                         ("retired v1", res["nearest_retired_p50_ms"])], False)]
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.8))
-    for ax, (title, bars, log) in zip(axes, panels):
-        ax.bar([b[0] for b in bars], [b[1] for b in bars], color=["tab:blue", "tab:green", "tab:gray"][:len(bars)])
-        for i, (_, v) in enumerate(bars):
-            ax.text(i, v, f"{v:,.3g}", ha="center", va="bottom", fontsize=8)
-        if log:
-            ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
-    fig.suptitle(f"bench/serving.py --rows {res['rows']:,} (stock Feast at {res['stock_rows']:,} rows)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
