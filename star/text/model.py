@@ -1,7 +1,10 @@
 """The text tower: one shared encoder (+ one shared LoRA adapter) for every input kind, and the Hadamard match head.
 
-    text --prompt[kind] + tokenize (max_length[kind])--> base model (+ LoRA) --pool--> L2-normalise --> z (d,)
+    text --prompt[kind] + tokenize, cut at max_length[kind]--> overlapping windows of `window` tokens
+         --base model (+ LoRA), each window--> pool the tokens each window owns --> mean over the text --> L2 --> z
     z_member, z_job --Hadamard--> Linear/ReLU (head_hidden) --> logit            (paper §3.1)
+
+Training and embedding share this path, so a fine-tune learns on the whole text it will later embed.
 
 Models load only from local directories (`local_files_only=True`); nothing is downloaded.
 """
@@ -23,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from star.errors import TextInputError, TextModelError, require_at_least
+from star.errors import ConfigError, TextInputError, TextModelError, require_at_least
+from star.text.chunking import plan_chunks
 from star.text.config import TextModelConfig, TrainConfig, is_decoder_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "vocab.json")
@@ -62,8 +66,24 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 @dataclass
 class EncodeResult:
     embeddings: np.ndarray  # float32 (n, d), L2-normalised, in input order
-    truncated: int  # texts longer than max_length[kind] (prompt included)
+    truncated: int  # texts longer than max_length[kind] (prompt included): their tail past the budget is cut
     seconds: float
+    chunks: int = 0  # windows the texts took (a text that fits one window takes one)
+    max_chunks: int = 0  # the most windows one text took
+
+
+@dataclass
+class Chunks:
+    """Model inputs of a list of texts: one row per window, and which text each window belongs to."""
+    ids: list[list[int]]  # token ids of each window, special tokens included
+    own: list[list[int]]  # 1 where the window owns the token (special tokens included), else 0
+    text: np.ndarray  # the text index of each window
+    n_texts: int
+    truncated: int
+
+    @property
+    def max_per_text(self) -> int:
+        return int(np.bincount(self.text, minlength=1).max()) if len(self.text) else 0
 
 
 class TextEncoder(nn.Module):
@@ -78,6 +98,8 @@ class TextEncoder(nn.Module):
         self._forward_keys = set(inspect.signature(base.forward).parameters)
         self.model = _with_adapter(base, self.cfg, adapter_dir=adapter_dir, trainable=trainable)
         self.has_adapter = self.model is not base
+        self._prefix, self._suffix = _special_tokens(self.tokenizer)
+        self._window_frame()  # checks the window leaves room for text
 
     @property
     def dim(self) -> int:
@@ -111,31 +133,41 @@ class TextEncoder(nn.Module):
     def forward(self, texts: list[str], kind: str) -> torch.Tensor:
         """(n, d) L2-normalised embeddings, with gradients when the adapter is trainable."""
         self._check(texts, kind)
-        enc, _ = self._tokenize(texts, kind)
-        return self._embed(self.tokenizer.pad(enc, return_tensors="pt"))
+        chunks = self._tokenize(texts, kind)
+        sums, counts = self._embed_chunks(chunks, np.arange(len(chunks.ids)))
+        text = torch.as_tensor(chunks.text, device=sums.device)
+        total = torch.zeros(chunks.n_texts, sums.shape[1], device=sums.device, dtype=sums.dtype).index_add(0, text, sums)
+        weight = torch.zeros(chunks.n_texts, device=sums.device, dtype=sums.dtype).index_add(0, text, counts)
+        return F.normalize(total / weight.clamp(min=1e-9).unsqueeze(1), dim=-1)
 
     def encode(self, texts: list[str], kind: str, *, batch_size: int = 64, progress: bool = False) -> EncodeResult:
         """Inference: no grad, eval mode, batches of similar length (less padding, ~2x faster on CPU)."""
         self._check(texts, kind)
         require_at_least("encode", 1, batch_size=batch_size)
         start = time.perf_counter()
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return EncodeResult(embeddings=out, truncated=0, seconds=0.0)
-        enc, truncated = self._tokenize(texts, kind)
-        order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+            return EncodeResult(embeddings=np.zeros((0, self.dim), dtype=np.float32), truncated=0, seconds=0.0)
+        chunks = self._tokenize(texts, kind)
+        order = np.argsort([-len(ids) for ids in chunks.ids], kind="stable")
+        total = np.zeros((len(texts), self.dim), dtype=np.float64)
+        weight = np.zeros(len(texts), dtype=np.float64)
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                for lo in tqdm(range(0, len(texts), batch_size), disable=not progress, desc=f"encode {kind}",
+                for lo in tqdm(range(0, len(order), batch_size), disable=not progress, desc=f"encode {kind}",
                                unit="batch"):
                     idx = order[lo:lo + batch_size]
-                    batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt")
-                    out[idx] = self._embed(batch).float().cpu().numpy()
+                    sums, counts = self._embed_chunks(chunks, idx)
+                    np.add.at(total, chunks.text[idx], sums.double().cpu().numpy())
+                    np.add.at(weight, chunks.text[idx], counts.double().cpu().numpy())
         finally:
             self.train(was_training)
-        return EncodeResult(embeddings=out, truncated=truncated, seconds=time.perf_counter() - start)
+        out = total / np.maximum(weight, 1e-9)[:, None]
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return EncodeResult(embeddings=out.astype(np.float32), truncated=chunks.truncated,
+                            seconds=time.perf_counter() - start, chunks=len(chunks.ids),
+                            max_chunks=chunks.max_per_text)
 
     def fingerprint(self) -> dict:
         return {"model_dir": self.cfg.model_dir, "model_checksum": model_checksum(self.cfg.model_dir),
@@ -166,28 +198,52 @@ class TextEncoder(nn.Module):
             raise TextInputError(f"{len(bad)} {kind} text(s) empty, whitespace-only or not a string at positions "
                                  f"{shown}; drop or fill those rows before encoding")
 
-    def _tokenize(self, texts: list[str], kind: str) -> tuple[dict, int]:
-        """Unpadded token ids (only the keys the model takes) and how many texts max_length cut."""
+    def _tokenize(self, texts: list[str], kind: str) -> Chunks:
+        """Each text's tokens, cut at max_length[kind], in windows of `window` tokens (star.text.chunking)."""
         prompted = [self.cfg.prompts[kind] + t for t in texts]
-        limit = self.cfg.max_length[kind]
-        full = self.tokenizer(prompted, truncation=False, return_attention_mask=False,
-                              return_token_type_ids=False, verbose=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id if self.decoder and self.cfg.pooling != "mean" else None
-        if eos is not None:
-            # E5-Mistral-style embedders summarise the text into a final EOS, but decoder tokenizers mostly add
-            # only BOS: append it, inside max_length, so the pooled token is the one the model was trained on.
-            closed = [x if x and x[-1] == eos else x + [eos] for x in full]
-            ids = [x if len(x) <= limit else x[:limit - 1] + [eos] for x in closed]
-            return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}, sum(
-                len(x) > limit for x in closed)
-        enc = self.tokenizer(prompted, truncation=True, max_length=limit)
-        keep = {k: v for k, v in enc.items() if k in self._forward_keys}
-        return keep, sum(len(x) > limit for x in full)
+        budget = self.cfg.max_length[kind]
+        content = self.tokenizer(prompted, add_special_tokens=False, truncation=False, return_attention_mask=False,
+                                 return_token_type_ids=False, verbose=False)["input_ids"]
+        suffix, width = self._window_frame()
+        ids, own, owner = [], [], []
+        for i, tokens in enumerate(content):
+            tokens = tokens[:budget]
+            for c in plan_chunks(len(tokens), width, self.cfg.overlap):
+                ids.append(self._prefix + tokens[c.start:c.end] + suffix)
+                own.append([1] * len(self._prefix) + [0] * (c.own_start - c.start) + [1] * (c.own_end - c.own_start)
+                           + [0] * (c.end - c.own_end) + [1] * len(suffix))
+                owner.append(i)
+        return Chunks(ids=ids, own=own, text=np.asarray(owner, dtype=np.int64), n_texts=len(texts),
+                      truncated=sum(len(x) > budget for x in content))
 
-    def _embed(self, batch) -> torch.Tensor:
+    def _window_frame(self) -> tuple[list[int], int]:
+        """The ids closing each window and how many text tokens fit in one."""
+        # E5-Mistral-style embedders summarise the text into a final EOS, but decoder tokenizers mostly add
+        # only BOS: close each window with it, so the pooled token is the one the model was trained on.
+        eos = self.tokenizer.eos_token_id if self.decoder and self.cfg.pooling != "mean" else None
+        suffix = self._suffix + ([eos] if eos is not None and self._suffix[-1:] != [eos] else [])
+        width = self.cfg.window - len(self._prefix) - len(suffix)
+        if width < 2 * self.cfg.overlap or width < 8:
+            raise ConfigError(f"TextModelConfig: window={self.cfg.window} leaves {width} text tokens after special "
+                              f"tokens, too few for overlap={self.cfg.overlap}; raise --window or lower --overlap")
+        return suffix, width
+
+    def _embed_chunks(self, chunks: Chunks, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """For windows `idx`: the pooled sum over the tokens each owns (d per window) and how many it owns."""
         dev = self.device
-        inputs = {k: v.to(dev) for k, v in batch.items() if k in self._forward_keys}
-        mask = inputs["attention_mask"]
+        rows = [chunks.ids[i] for i in idx]
+        width = max(len(r) for r in rows)
+        left = self.tokenizer.padding_side == "left"
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        own = torch.zeros((len(rows), width), dtype=torch.float32)
+        for r, i in enumerate(idx):
+            cols = slice(width - len(rows[r]), width) if left else slice(0, len(rows[r]))
+            ids[r, cols] = torch.as_tensor(rows[r])
+            mask[r, cols] = 1
+            own[r, cols] = torch.as_tensor(chunks.own[i], dtype=torch.float32)
+        mask, own = mask.to(dev), own.to(dev)
+        inputs = {"input_ids": ids.to(dev), "attention_mask": mask}
         if self.decoder and "position_ids" in self._forward_keys:
             # Left padding must not shift the real tokens' positions, or a text's vector depends on its batch.
             inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
@@ -196,18 +252,31 @@ class TextEncoder(nn.Module):
         layers = self.cfg.pooling == "cls_layers"
         with self.autocast():
             out = self.model(**inputs, output_hidden_states=layers)
-        return F.normalize(_pool(out, mask, self.cfg.pooling, decoder=self.decoder), dim=-1)
+        counts = own.sum(1)
+        if self.cfg.pooling == "mean":
+            # masked_fill, not a product: a fully masked pad row may hold NaN and NaN * 0 is NaN.
+            states = out.last_hidden_state.float().masked_fill(own.unsqueeze(-1) == 0, 0.0)
+            return states.sum(1), counts
+        # One summary vector per window, weighted by the tokens the window owns.
+        return _pool(out, mask, self.cfg.pooling, decoder=self.decoder) * counts.unsqueeze(1), counts
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text ([CLS] / [SEP], <s>, ...), found on a probe text."""
+    probe = "star probe"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for at in range(len(full) - len(plain) + 1):
+        if full[at:at + len(plain)] == plain:
+            return list(full[:at]), list(full[at + len(plain):])
+    return [], []
 
 
 def _pool(out, mask: torch.Tensor, pooling: str, *, decoder: bool) -> torch.Tensor:
+    """One vector per row for last_token / cls_layers pooling (mean pooling is done by the caller)."""
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (mask * positions).argmax(1)  # last real token, whichever side the padding is on
     rows = torch.arange(mask.shape[0], device=mask.device)
-    if pooling == "mean":
-        keep = mask.unsqueeze(-1).bool()
-        # masked_fill, not a product: a fully masked pad row may hold NaN and NaN * 0 is NaN.
-        summed = out.last_hidden_state.float().masked_fill(~keep, 0.0).sum(1)
-        return summed / keep.sum(1).clamp(min=1)
     if pooling == "last_token":
         return out.last_hidden_state.float()[rows, last]
     # cls_layers: the summary token averaged over the transformer layers (embedding output excluded: its [CLS] is
