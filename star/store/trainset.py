@@ -21,8 +21,8 @@ import pandas as pd
 from star.config import DbTarget
 from star.db import connect
 from star.errors import TrainsetError, require_at_least
-from star.store.hard_negatives import hard_negatives
 from star.store.catalog import latest_views
+from star.store.hard_negatives import hard_negatives
 
 NEGATIVE_RELATIONS = ("dismiss", "reject", "not_interested", "hide", "skip")
 SOURCES = (None, "explicit", "sampled", "hard")  # negative_source values; None on a positive
