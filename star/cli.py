@@ -115,6 +115,10 @@ def features_materialize(
     _emit(pipeline.materialize(_target(), begin, finish))
 
 
+HARD_BY_HELP = ("also draw negatives sharing this categorical column (e.g. occupation_group) with the member at the "
+                "label time (docs/trainset.md)")
+
+
 @app.command()
 def trainset(
     task: str = typer.Argument("apply", help="the interaction relation labelled 1"),
@@ -125,6 +129,8 @@ def trainset(
     seed_: int = typer.Option(0, "--seed", help="sampling seed"),
     start: Optional[str] = typer.Option(None, help="only labels at or after this time"),
     end: Optional[str] = typer.Option(None, help="only labels before this time"),
+    hard_negatives_by: Optional[str] = typer.Option(None, help=HARD_BY_HELP),
+    hard_negatives: int = typer.Option(1, help="hard negatives per positive (with --hard-negatives-by)"),
 ) -> None:
     """Write a point-in-time training set: one row per labelled interaction (docs/trainset.md)."""
     import pandas as pd
@@ -133,7 +139,8 @@ def trainset(
     from star.store.trainset import TrainsetConfig
 
     cfg = TrainsetConfig(task=task, negatives=tuple(negatives.split(",")) if negatives else None,
-                         neg_ratio=neg_ratio, seed=seed_,
+                         neg_ratio=neg_ratio, seed=seed_, hard_negatives_by=hard_negatives_by,
+                         hard_negatives=hard_negatives,
                          start=pd.Timestamp(start) if (start := _parse_time(start, None, "--start")) else None,
                          end=pd.Timestamp(end) if (end := _parse_time(end, None, "--end")) else None)
     _emit(pipeline.trainset(_target(), cfg, out))
@@ -176,6 +183,8 @@ def text_train(
     task: str = typer.Option("apply", help="interaction relation labelled 1"),
     compare: bool = typer.Option(True, help="also train the frozen and BCE-only baselines (Table 2)"),
     gradient_checkpointing: bool = typer.Option(True, help="trade compute for memory (needed for long texts)"),
+    hard_negatives_by: Optional[str] = typer.Option(None, help=HARD_BY_HELP),
+    hard_negatives: int = typer.Option(1, help="hard negatives per positive (with --hard-negatives-by)"),
 ) -> None:
     """Fine-tune the shared LoRA bi-encoder on point-in-time member/job pairs; saves adapter + config together."""
     from star import pipeline
@@ -186,7 +195,8 @@ def text_train(
                                    max_length=max_length, window=window, overlap=overlap, prompts=prompts)
     train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
                             lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing)
-    _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare))
+    _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare,
+                              hard_negatives_by=hard_negatives_by, hard_negatives=hard_negatives))
 
 
 @text_app.command("embed")

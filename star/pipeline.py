@@ -72,7 +72,8 @@ def newest_text_model(settings: Settings) -> Path | None:
 
 
 def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = "apply", compare: bool = True,
-               settings: Settings | None = None, progress: bool = True) -> dict:
+               settings: Settings | None = None, progress: bool = True, hard_negatives_by: str | None = None,
+               hard_negatives: int = 1) -> dict:
     """`star text train`: point-in-time pairs -> LoRA fine-tune (BCE + semi-hard triplet) -> <run>/model.
 
     With `compare`, the frozen-base + head baseline and the BCE-only model are trained on the same time split
@@ -80,7 +81,7 @@ def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = 
     """
     import shutil
 
-    from star.store.trainset import TrainsetConfig, build_trainset
+    from star.store.trainset import TrainsetConfig, build_trainset, negative_counts
     from star.text.config import TextModelConfig, TrainConfig
     from star.text.evaluate import compare as compare_modes
     from star.text.evaluate import format_table
@@ -89,7 +90,8 @@ def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = 
     started = time.time()
     settings = settings or Settings.from_env()
     model_cfg, train_cfg = model_cfg or TextModelConfig(), train_cfg or TrainConfig()
-    pairs = build_trainset(target, TrainsetConfig(task=task))
+    pairs = build_trainset(target, TrainsetConfig(task=task, hard_negatives_by=hard_negatives_by,
+                                                  hard_negatives=hard_negatives))
     run = _run_dir(settings.text_models)
     if compare:
         modes = tuple(dict.fromkeys(("frozen_head", "bce", "bce+contrastive", train_cfg.mode)))
@@ -103,7 +105,8 @@ def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = 
         metrics = train(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=run / "model",
                         progress=progress).metrics
     return {"job": "text train", "model": str(run / "model"), "mode": train_cfg.mode, "pairs": len(pairs),
-            "metrics": metrics, "seconds": round(time.time() - started, 2)}
+            "negatives_by_source": negative_counts(pairs), "metrics": metrics,
+            "seconds": round(time.time() - started, 2)}
 
 
 def _comparison(model_dir: Path) -> dict | None:

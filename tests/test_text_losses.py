@@ -64,3 +64,22 @@ def test_triplet_loss_gradient_pushes_the_negative_away():
 def test_bce_by_hand():
     # -log(sigmoid(0)) = log 2 = 0.693147; -log(1 - sigmoid(2)) = log(1 + e^2) = 2.126928; mean 1.410038.
     assert bce_loss(torch.tensor([0.0, 2.0]), torch.tensor([1, 0])).item() == pytest.approx(1.410038, abs=1e-5)
+
+
+def test_batches_with_hard_negatives_still_give_every_positive_a_triplet_from_another_member():
+    # A training batch with hard negatives: each member's positive row is followed by rows of the same member with
+    # jobs that share its attributes (label 0). Those rows are not anchors, and the in-batch negative of a positive
+    # is always another member's request, never the positive's own member again.
+    torch.manual_seed(0)
+    members = [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    labels = torch.tensor([1, 0, 0, 1, 0, 0, 1, 0, 0])
+    docs = torch.nn.functional.normalize(torch.randn(9, 8), dim=1).requires_grad_()
+    reqs = torch.nn.functional.normalize(torch.randn(9, 8), dim=1)
+    chosen = semi_hard_negatives(docs, reqs, labels, members).tolist()
+    for row, neg in enumerate(chosen):
+        assert (neg >= 0) == bool(labels[row]) and (neg < 0 or members[neg] != members[row])
+    loss = semi_hard_triplet_loss(docs, reqs, labels, members, tau=0.1)
+    loss.backward()
+    assert loss.item() > 0 and torch.count_nonzero(docs.grad[labels == 1]) > 0
+    # only one member in the batch: its hard negatives are no in-batch negatives, the term is 0
+    assert semi_hard_triplet_loss(docs[:3], reqs[:3], labels[:3], members[:3], tau=0.1).item() == 0.0

@@ -6,7 +6,9 @@
 
 Negatives: the data's explicit negative relations (NEGATIVE_RELATIONS, e.g. `dismiss`) when it has any, otherwise
 `neg_ratio` jobs per positive sampled uniformly from the jobs already posted at the positive's time that the member
-has not applied to (`task` relation); a sampled negative carries its positive's time.
+has not applied to (`task` relation); a sampled negative carries its positive's time. With `hard_negatives_by`,
+`hard_negatives` more per positive share that column with the member (star/store/hard_negatives.py), mixed in.
+`negative_source` says where each negative came from: explicit | sampled | hard (None on positives).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from star.config import DbTarget
 from star.db import connect
 from star.errors import TrainsetError, require_at_least
 from star.store.catalog import latest_views
+from star.store.hard_negatives import hard_negatives
 
 NEGATIVE_RELATIONS = ("dismiss", "reject", "not_interested", "hide", "skip")
+SOURCES = (None, "explicit", "sampled", "hard")  # negative_source values; None on a positive
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +37,10 @@ class TrainsetConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed, for a reproducible set"})
     start: pd.Timestamp | None = field(default=None, metadata={"help": "only labels at or after this time"})
     end: pd.Timestamp | None = field(default=None, metadata={"help": "only labels before this time"})
+    hard_negatives_by: str | None = field(default=None, metadata={
+        "help": "categorical column (e.g. occupation_group) that hard negatives share with the member at the label "
+                "time; a job-only column is matched against the positive job; None = no hard negatives"})
+    hard_negatives: int = field(default=1, metadata={"help": "hard negatives per positive, with hard_negatives_by"})
     features: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Feast feature refs to join, e.g. ('member_text_embedding_v1:embedding', "
                 "'member_categorical_v1:seniority'); None = every feature of the newest views"})
@@ -41,12 +49,25 @@ class TrainsetConfig:
         if self.negatives is not None and self.task in self.negatives:
             raise TrainsetError(f"--negatives {','.join(self.negatives)} includes the task {self.task!r}: a relation "
                                 "cannot be both label 1 and label 0; leave it out of --negatives")
-        require_at_least("TrainsetConfig", 1, neg_ratio=self.neg_ratio)
+        require_at_least("TrainsetConfig", 1, neg_ratio=self.neg_ratio, hard_negatives=self.hard_negatives)
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise TrainsetError(f"--start {self.start} is not before --end {self.end}; swap them")
 
 
-def _labels(conn, cfg: TrainsetConfig) -> tuple[pd.DataFrame, str]:
+def _labels(conn, cfg: TrainsetConfig) -> tuple[pd.DataFrame, str, dict | None]:
+    """Label rows with their negative_source, a description of the negatives, and the hard-negative report."""
+    rows, negatives = _base_labels(conn, cfg)
+    # a code, not a string: Feast carries it through untouched (a column of only None has no database type)
+    rows["negative_source"] = np.where(rows["label"] == 0, SOURCES.index(negatives.split(":")[0]), 0)
+    if cfg.hard_negatives_by is None:
+        return rows, negatives, None
+    hard = hard_negatives(conn, rows, task=cfg.task, by=cfg.hard_negatives_by, k=cfg.hard_negatives, seed=cfg.seed)
+    both = pd.concat([rows, hard.rows.assign(negative_source=SOURCES.index("hard"))], ignore_index=True)
+    both = both.sort_values(["event_timestamp", "member_id", "job_id"], kind="stable").reset_index(drop=True)
+    return both, f"{negatives}+hard:{cfg.hard_negatives_by}:{cfg.hard_negatives}", hard.report()
+
+
+def _base_labels(conn, cfg: TrainsetConfig) -> tuple[pd.DataFrame, str]:
     relations = [r for (r,) in conn.execute("SELECT DISTINCT relation FROM star.interactions ORDER BY 1")]
     if cfg.task not in relations:
         raise TrainsetError(f"task {cfg.task!r} has no interactions; the data has: {', '.join(relations) or 'none'}."
@@ -113,7 +134,7 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
     from star.store.feast_repo import open_store, require_applied
 
     with connect(target) as conn:
-        labels, negatives = _labels(conn, cfg)
+        labels, negatives, hard = _labels(conn, cfg)
         views = latest_views(conn)
     if not (labels["label"] == 1).any():  # a set without a positive trains and evaluates nothing
         raise TrainsetError(f"0 {cfg.task!r} interactions (label 1) in the window [--start {cfg.start}, --end "
@@ -130,7 +151,10 @@ def build_trainset(target: DbTarget, cfg: TrainsetConfig = TrainsetConfig(), *, 
                 df[column] = None
     df["event_timestamp"] = pd.to_datetime(df["event_timestamp"], utc=True)
     df = df.sort_values(["event_timestamp", "member_id", "job_id", "label"], kind="stable").reset_index(drop=True)
+    df["negative_source"] = [SOURCES[code] for code in df["negative_source"]]
     df.attrs["negatives"] = negatives
+    if hard is not None:
+        df.attrs["hard_negatives"] = hard
     return df
 
 
@@ -148,6 +172,8 @@ def summary(df: pd.DataFrame) -> dict:
         "positives": int(df["label"].sum()),
         "negatives": int((df["label"] == 0).sum()),
         "negative_source": df.attrs.get("negatives"),
+        "negatives_by_source": negative_counts(df),
+        **({"hard_negatives": df.attrs["hard_negatives"]} if "hard_negatives" in df.attrs else {}),
         "members": int(df["member_id"].nunique()),
         "jobs": int(df["job_id"].nunique()),
         "from": str(df["event_timestamp"].min()),
@@ -156,3 +182,10 @@ def summary(df: pd.DataFrame) -> dict:
         "with_member_text": float(df["member_text"].notna().mean()) if "member_text" in df else 0.0,
         "with_job_text": float(df["job_text"].notna().mean()) if "job_text" in df else 0.0,
     }
+
+
+def negative_counts(df: pd.DataFrame) -> dict[str, int]:
+    """Negatives per source (explicit | sampled | hard); {} for a frame without negative_source."""
+    if "negative_source" not in df:
+        return {}
+    return {str(k): int(v) for k, v in df.loc[df["label"] == 0, "negative_source"].value_counts().sort_index().items()}
