@@ -177,6 +177,8 @@ def text_train(
                                                         "job 1024); longer texts are cut, shorter ones embedded whole"),
     window: Optional[int] = typer.Option(None, help="tokens per window (default: the model's limit, MiniLM 512)"),
     overlap: int = typer.Option(64, help="tokens shared by consecutive windows of a long text"),
+    train_tokens: Optional[int] = typer.Option(None, help="cut texts to this many tokens while fine-tuning (a CPU "
+                                                          "budget); validation and embedding use the whole budget"),
     prompts: str = typer.Option("none", help="none (the input format MiniLM was trained with) | star (prefix "
                                              "'Member profile: ' / 'Job posting: ' so the kinds differ)"),
     precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
@@ -188,13 +190,14 @@ def text_train(
 ) -> None:
     """Fine-tune the shared LoRA bi-encoder on point-in-time member/job pairs; saves adapter + config together."""
     from star import pipeline
-    from star.text.config import TextModelConfig, TrainConfig
+    from star.text.config import TrainConfig
 
     model_cfg = _text_model_config(model_dir=model_dir, pooling=pooling, precision=precision, lora_r=lora_r,
                                    target_modules=tuple(target_modules.split(",")) if target_modules else None,
                                    max_length=max_length, window=window, overlap=overlap, prompts=prompts)
     train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
-                            lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing)
+                            lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing,
+                            max_tokens=train_tokens)
     _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare,
                               hard_negatives_by=hard_negatives_by, hard_negatives=hard_negatives))
 

@@ -161,6 +161,9 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations: bigger batches"})
     neg_per_pos: float = field(default=1.0, metadata={
         "help": "negatives per positive in training; the majority class is downsampled (paper: 1:1)"})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "cut texts to this many tokens while fine-tuning (a CPU budget: a step costs about its tokens); "
+                "validation and embedding use the model's whole max_length; None = train on the whole budget"})
     val_fraction: float = field(default=0.2, metadata={
         "help": "the latest fraction of the time window is validation (split by event_timestamp, never random)"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, shuffling, LoRA and head init"})
@@ -172,6 +175,7 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig: per_device_batch={self.per_device_batch!r} must be >= 2 (the triplet "
                               "loss mines in-batch); pass --batch with a value >= 2")
         require_at_least("TrainConfig", 1, grad_accum=self.grad_accum, max_steps=self.max_steps, epochs=self.epochs)
+        require_at_least("TrainConfig", 8, max_tokens=self.max_tokens)
         require_at_least("TrainConfig", 0, strict=True, lr=self.lr, head_lr=self.head_lr, tau=self.tau)
         require_at_least("TrainConfig", 0, lambda_c=self.lambda_c, weight_decay=self.weight_decay,
                          warmup_constant=self.warmup_constant, warmup_max_fraction=self.warmup_max_fraction)

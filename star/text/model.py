@@ -130,10 +130,11 @@ class TextEncoder(nn.Module):
         dev = self.device
         return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16(self.cfg.precision, dev))
 
-    def forward(self, texts: list[str], kind: str) -> torch.Tensor:
-        """(n, d) L2-normalised embeddings, with gradients when the adapter is trainable."""
+    def forward(self, texts: list[str], kind: str, *, budget: int | None = None) -> torch.Tensor:
+        """(n, d) L2-normalised embeddings, with gradients when the adapter is trainable; `budget` overrides
+        max_length[kind] (TrainConfig.max_tokens: a CPU-sized training budget)."""
         self._check(texts, kind)
-        chunks = self._tokenize(texts, kind)
+        chunks = self._tokenize(texts, kind, budget=budget)
         sums, counts = self._embed_chunks(chunks, np.arange(len(chunks.ids)))
         text = torch.as_tensor(chunks.text, device=sums.device)
         total = torch.zeros(chunks.n_texts, sums.shape[1], device=sums.device, dtype=sums.dtype).index_add(0, text, sums)
@@ -198,10 +199,10 @@ class TextEncoder(nn.Module):
             raise TextInputError(f"{len(bad)} {kind} text(s) empty, whitespace-only or not a string at positions "
                                  f"{shown}; drop or fill those rows before encoding")
 
-    def _tokenize(self, texts: list[str], kind: str) -> Chunks:
+    def _tokenize(self, texts: list[str], kind: str, *, budget: int | None = None) -> Chunks:
         """Each text's tokens, cut at max_length[kind], in windows of `window` tokens (star.text.chunking)."""
         prompted = [self.cfg.prompts[kind] + t for t in texts]
-        budget = self.cfg.max_length[kind]
+        budget = budget or self.cfg.max_length[kind]
         content = self.tokenizer(prompted, add_special_tokens=False, truncation=False, return_attention_mask=False,
                                  return_token_type_ids=False, verbose=False)["input_ids"]
         suffix, width = self._window_frame()

@@ -155,7 +155,7 @@ def train(pairs: pd.DataFrame, *, model_cfg: TextModelConfig, train_cfg: TrainCo
         used = rows.iloc[np.unique(np.concatenate(schedule))]
         embed = _frozen_embedder(encoder, pd.concat([used, val_df]), progress)
     else:
-        embed = _live_embedder(encoder)
+        embed = _live_embedder(encoder, train_cfg.max_tokens)
         if train_cfg.gradient_checkpointing:
             encoder.enable_gradient_checkpointing()
     loop_start = time.perf_counter()
@@ -229,9 +229,10 @@ def _fit(rows, schedule, *, encoder, head, embed, cfg: TrainConfig, warmup: int,
     return history
 
 
-def _live_embedder(encoder: TextEncoder):
+def _live_embedder(encoder: TextEncoder, budget: int | None):
     def embed(batch: pd.DataFrame):
-        return encoder(batch["member_text"].tolist(), "member"), encoder(batch["job_text"].tolist(), "job")
+        return (encoder(batch["member_text"].tolist(), "member", budget=budget),
+                encoder(batch["job_text"].tolist(), "job", budget=budget))
     return embed
 
 
