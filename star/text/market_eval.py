@@ -164,10 +164,12 @@ def format_markdown(report: dict) -> str:
     lines = ["| scorer | AUC | vs TF-IDF | vs base | pairs +/- | cold-start AUC | vs TF-IDF | vs base | pairs +/- |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['scorer']} | {_fmt(r['auc'])} | {_fmt(r['vs_tfidf'], True)} | "
-                     f"{_fmt(r['vs_base'], True)} | {r['positives']}/{r['negatives']} | {_fmt(r['cold_auc'])} | "
-                     f"{_fmt(r['cold_vs_tfidf'], True)} | {_fmt(r['cold_vs_base'], True)} | "
-                     f"{r['cold_positives']}/{r['cold_negatives']} |")
+        def rel(key: str, ref: str) -> str:
+            return "reference" if r["scorer"] == ref else _fmt(r[key], True)
+
+        lines.append(f"| {r['scorer']} | {_fmt(r['auc'])} | {rel('vs_tfidf', TFIDF)} | {rel('vs_base', BASE)} | "
+                     f"{r['positives']}/{r['negatives']} | {_fmt(r['cold_auc'])} | {rel('cold_vs_tfidf', TFIDF)} | "
+                     f"{rel('cold_vs_base', BASE)} | {r['cold_positives']}/{r['cold_negatives']} |")
     c = report["counts"]
     lines += ["", f"Task `{report['task']}`, window [{report['window']['start']}, {report['window']['end'] or 'end'}): "
               f"{c['positives']} positives, {c['negatives']} negatives ({report['negatives']}).",
@@ -202,10 +204,11 @@ def _plot(report: dict, path: Path) -> None:
                                    else "n/a" for v, r in zip(values, rows)], fontsize=7)
     ax.axhline(0.5, color="#999999", linestyle="--", linewidth=0.8, label="chance (0.5)")
     ax.set_xticks(x, [r["scorer"] for r in rows], fontsize=8)
-    ax.set_ylim(0.0, 1.15)  # from 0: no bar is cut or exaggerated
+    ax.set_ylim(0.0, 1.3)  # from 0: no bar is cut or exaggerated; room above for labels and legend
+    ax.set_yticks(np.arange(0.0, 1.01, 0.1))
     ax.set_ylabel("AUC")
-    ax.set_title(f"{report['task']}: later window, {report['negatives']}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"{report['task']}: AUC on the later window\n{report['negatives']}", fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
