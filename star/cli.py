@@ -241,6 +241,40 @@ def _text_model_config(*, max_length: int | None, prompts: str, **given):
     return TextModelConfig(**given, **extra)
 
 
+@text_app.command("eval")
+def text_eval(
+    task: str = typer.Option("apply", help="the relation whose later events are the positives (apply, view, ...)"),
+    negatives: int = typer.Option(5, help="negatives per positive: jobs posted by then the member never touched"),
+    negatives_by: Optional[str] = typer.Option(None, help="draw negatives only among jobs sharing this categorical "
+                                                          "column with the member at the event (e.g. state)"),
+    start: Optional[str] = typer.Option(None, help="window start (default: the latest 20 % of the task's span)"),
+    end: Optional[str] = typer.Option(None, help="window end, exclusive (default: no bound)"),
+    seed_: int = typer.Option(0, "--seed", help="negative sampling seed"),
+    versions: Optional[str] = typer.Option(None, help="comma-separated text vintages (view names, or "
+                                                      "member_view+job_view), 'none'; default: every served one"),
+    base: bool = typer.Option(True, help="score the frozen base model"),
+    model_dir: Optional[str] = typer.Option(None, help="base model dir (default: shipped MiniLM)"),
+    adapter: Optional[list[Path]] = typer.Option(None, help="a trained model dir to score (repeatable)"),
+    tfidf: bool = typer.Option(True, help="score the TF-IDF keyword baseline"),
+    out: Optional[Path] = typer.Option(None, help="output dir (default: out/text_eval/<UTC time>)"),
+    batch_size: int = typer.Option(64, help="texts per forward pass"),
+) -> None:
+    """AUC of text similarity on a later window of your market: TF-IDF, base model, vintages, adapters; overall
+    and on cold-start members (docs/text-embeddings.md)."""
+    import pandas as pd
+
+    from star import pipeline
+    from star.store.evalset import EvalSetConfig
+
+    begin, finish = _parse_time(start, None, "--start"), _parse_time(end, None, "--end")
+    cfg = EvalSetConfig(task=task, negatives=negatives, negatives_by=negatives_by, seed=seed_,
+                        start=pd.Timestamp(begin) if begin else None, end=pd.Timestamp(finish) if finish else None)
+    chosen = None if versions is None else [] if versions.strip().lower() == "none" else \
+        [v.strip() for v in versions.split(",") if v.strip()]
+    _emit(pipeline.text_eval(_target(), cfg=cfg, versions=chosen, base=base, model_dir=model_dir,
+                             adapters=tuple(adapter or ()), tfidf=tfidf, out=out, batch_size=batch_size))
+
+
 def _optional_time(value: str | None, option: str = "--cutoff"):
     return _parse_time(value, None, option)
 

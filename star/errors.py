@@ -54,3 +54,7 @@ def require_at_least(owner: str, bound: float, *, strict: bool = False, **values
         need = f"> {bound}" if strict else f">= {bound}"
         raise ConfigError(f"{owner}: {name}={value!r} must be {need}; pass --{name.replace('_', '-')} with a "
                           f"value {need}")
+
+
+class EvalSetError(StarError):
+    """An evaluation set (`star text eval`) cannot be built as asked: task, window, column or vintage."""

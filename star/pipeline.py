@@ -144,6 +144,85 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
             "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 
+def text_eval(target: DbTarget, *, cfg=None, versions: list[str] | None = None, base: bool = True,
+              model_dir: str | None = None, adapters: tuple[Path, ...] = (), tfidf: bool = True,
+              out: Path | None = None, batch_size: int = 64, progress: bool = True) -> dict:
+    """`star text eval`: the later window's pairs (star.store.evalset) scored by TF-IDF, the base model, text
+    vintages (versions: view names; None = every served one; [] = none) and adapters -> AUC table overall and on
+    the cold-start cohort -> out/eval.{json,md,png} (default out/text_eval/<UTC time>)."""
+    from star.errors import ConfigError
+    from star.store.evalset import EvalSetConfig, build_evalset, text_vintages
+    from star.text import market_eval as me
+
+    started = time.time()
+    cfg = cfg or EvalSetConfig()
+    missing = [str(a) for a in adapters if not Path(a).is_dir()]
+    if missing:
+        raise ConfigError(f"--adapter {', '.join(missing)}: no such directory; pass a model dir written by "
+                          "`star text train` (.star/models/text/<run>/model)")
+    with db.connect(target) as conn:  # a wrong --versions fails before any model is loaded
+        chosen, notes = me.pair_vintages(text_vintages(conn), versions) if versions != [] else ([], [])
+    if not (tfidf or base or chosen or adapters):
+        raise ConfigError("nothing to score: --no-tfidf, --no-base, no text vintage (--versions) and no --adapter; "
+                          "keep at least one scorer")
+    evalset = build_evalset(target, cfg)
+    pairs = evalset.pairs
+    member_texts, job_texts = pairs["member_text"].tolist(), pairs["job_text"].tolist()
+    scores, extra = {}, {}
+    if tfidf:
+        scores[me.TFIDF] = me.tfidf_cosine(member_texts, job_texts)
+    if base:
+        from star.text.config import TextModelConfig
+        from star.text.model import TextEncoder
+
+        encoder = TextEncoder(TextModelConfig(model_dir=model_dir))
+        scores[me.BASE] = me.encoder_cosine(encoder, member_texts, job_texts, batch_size=batch_size,
+                                            progress=progress)
+        extra[me.BASE] = {"model_dir": encoder.cfg.model_dir}
+    _score_vintages(target, pairs, chosen, scores, extra)
+    for adapter in adapters:
+        from star.text.model import load_model
+
+        encoder, _, _ = load_model(adapter)
+        label = f"adapter {Path(adapter).resolve().parent.name}/{Path(adapter).name}"
+        scores[label] = me.encoder_cosine(encoder, member_texts, job_texts, batch_size=batch_size, progress=progress)
+        extra[label] = {"adapter_dir": str(adapter)}
+    counts = evalset.counts
+    cold = pairs[pairs["cold_start"]]
+    negatives = (f"{cfg.negatives} unseen jobs sharing the member's {cfg.negatives_by}" if cfg.negatives_by else
+                 f"{cfg.negatives} random unseen jobs") + " posted by the event, per positive"
+    report = {"task": cfg.task, "window": {"start": str(evalset.start), "end": str(evalset.end) if evalset.end
+                                           else None},
+              "negatives": negatives, "counts": counts,
+              "cold_start": f"members with no {cfg.task!r} interaction before the window start: "
+                            f"{counts['cold_start_members']} members, {len(cold)} pairs",
+              "rows": me.auc_rows(pairs, scores, extra), "notes": notes}
+    paths = me.save_report(report, Path(out) if out else _run_dir(Path("out/text_eval")))
+    print(me.format_markdown(report), file=sys.stderr)
+    return {"job": "text eval", **{k: report[k] for k in ("task", "window", "negatives", "counts", "cold_start")},
+            "table": report["rows"], "notes": notes, "files": paths, "seconds": round(time.time() - started, 2)}
+
+
+def _score_vintages(target: DbTarget, pairs, chosen: list, scores: dict, extra: dict) -> None:
+    """Cosine of each (member, job) vintage's stored vectors as of each pair's event; text_mismatch counts pairs
+    whose stored row embedded another text than the one as of the event (a snapshot reloaded, not re-embedded)."""
+    import numpy as np
+
+    from star.store.evalset import vectors_as_of
+    from star.text import market_eval as me
+
+    with db.connect(target) as conn:
+        for member, job in chosen:
+            label, vectors, stale = me.vintage_label(member, job), [], np.zeros(len(pairs), dtype=bool)
+            for vintage, entity in ((member, "member"), (job, "job")):
+                vec, md5 = vectors_as_of(conn, vintage, pairs[f"{entity}_id"].to_numpy(), pairs["event_timestamp"])
+                vectors.append(vec)
+                stale |= np.array([m is not None and m != t for m, t in zip(md5, pairs[f"{entity}_md5"])])
+            scores[label] = me.vector_cosine(*vectors)
+            extra[label] = {"member_view": member["name"], "job_view": job["name"],
+                            "status": f"{member['status']}/{job['status']}", "text_mismatch": int(stale.sum())}
+
+
 def newest_graph_model(settings: Settings) -> Path | None:
     """The model of the most recent `star graph train` run, if any."""
     runs = sorted(settings.graph_models.glob("*/model/star_graph_model.json"), key=lambda p: p.stat().st_mtime)
