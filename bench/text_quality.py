@@ -1,0 +1,173 @@
+"""Text quality on a synthetic marketplace: whole long texts vs truncation, prompts vs none, the fine-tune vs the
+frozen baseline (Table-2 analogue) with and without hard negatives, each against TF-IDF on a later window.
+
+    python bench/text_quality.py [--members 2000 --jobs 400 --seed 0] [--steps 120 --train-tokens 256]
+                                 [--hard-by occupation_group] [--noisy] [--no-train]
+
+A: frozen MiniLM, nothing trained. The later window's pairs (`star text eval`'s evalset: each positive with 5 random
+   unseen jobs, and again with 5 sharing the member's location) scored by TF-IDF and by the base model as STAR
+   embedded before issue #15 (256 tokens, prompt prefixes), with each change alone, and as it does now.
+B: fine-tunes on the pairs before that window (`star text train`'s compare: frozen_head = frozen MiniLM + trained
+   head, the paper's baseline; bce+contrastive = LoRA), without and with `--hard-negatives-by`, at the same step
+   budget; validation AUC relative to frozen (the Table-2 analogue), then each adapter's cosine on the later window.
+--noisy replaces every text by a random other entity's (texts carry no signal: the control market).
+Writes bench/results/text_quality[_noisy].{json,md}; prints one JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from benchkit import emit, fresh_database
+from star import db
+from star.config import Settings
+from star.pipeline import apply_features, seed_synthetic
+from star.store.evalset import EvalSetConfig, build_evalset
+from star.store.trainset import TrainsetConfig, build_trainset
+from star.text import market_eval as me
+from star.text.config import STAR_PROMPTS, TextModelConfig, TrainConfig
+from star.text.evaluate import compare
+from star.text.model import TextEncoder, load_model
+
+RESULTS = Path(__file__).parent / "results"
+BEFORE = 254  # 256 tokens with [CLS] and [SEP]: STAR's budget before whole texts
+
+
+def encoders() -> dict[str, TextModelConfig]:
+    cut = dict.fromkeys(("job", "member", "resume"), BEFORE)
+    return {"base: 256 tokens + prompts (before #15)": TextModelConfig(max_length=cut, prompts=dict(STAR_PROMPTS)),
+            "base: 256 tokens, no prompt": TextModelConfig(max_length=cut),
+            "base: whole text + prompts": TextModelConfig(prompts=dict(STAR_PROMPTS)),
+            "base: whole text, 256-token windows": TextModelConfig(window=256),
+            "base: whole text, no prompt (default)": TextModelConfig()}
+
+
+def shuffle_texts(target, seed: int) -> None:
+    """The noisy control: every snapshot's text becomes that of a random other snapshot of the same entity kind."""
+    with db.connect(target) as conn:
+        for entity in ("member", "job"):
+            rows = conn.execute("SELECT entity_id, valid_from, text FROM star.text_snapshots WHERE entity = %s "
+                                "ORDER BY 1, 2", (entity,)).fetchall()
+            perm = np.random.default_rng(seed).permutation(len(rows))
+            conn.execute("CREATE TEMP TABLE shuffled (entity_id bigint, valid_from timestamptz, text text)")
+            with conn.cursor().copy("COPY shuffled FROM STDIN") as copy:
+                for (eid, vf, _), j in zip(rows, perm):
+                    copy.write_row((eid, vf, rows[j][2]))
+            conn.execute("UPDATE star.text_snapshots t SET text = s.text FROM shuffled s WHERE t.entity = %s "
+                         "AND t.entity_id = s.entity_id AND t.valid_from = s.valid_from", (entity,))
+            conn.execute("DROP TABLE shuffled")
+        conn.commit()
+
+
+def score_frozen(evalsets: dict, report: dict) -> None:
+    for name, evalset in evalsets.items():
+        pairs = evalset.pairs
+        m, j = pairs["member_text"].tolist(), pairs["job_text"].tolist()
+        scores = {me.TFIDF: me.tfidf_cosine(m, j)}
+        for label, cfg in encoders().items():
+            started = time.time()
+            scores[label] = me.encoder_cosine(TextEncoder(cfg), m, j, progress=False)
+            emit({"part": "A", "negatives": name, "scorer": label, "seconds": round(time.time() - started, 1)})
+        report["A"][name] = me.auc_rows(pairs, scores)
+        emit({"part": "A", "negatives": name, "rows": report["A"][name]})
+
+
+def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None:
+    start = next(iter(evalsets.values())).start
+    model_cfg = TextModelConfig()
+    train_cfg = TrainConfig(max_steps=args.steps, max_tokens=args.train_tokens, seed=args.seed)
+    for label, hard in (("random + explicit negatives", None), (f"+ hard negatives by {args.hard_by}", args.hard_by)):
+        pairs = build_trainset(target, TrainsetConfig(task="apply", end=start, hard_negatives_by=hard))
+        started = time.time()
+        result = compare(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=workdir / label.replace(" ", "_"),
+                         modes=("frozen_head", "bce+contrastive"), progress=True)
+        rows = {r["model"]: r for r in result["rows"]}
+        later = {}
+        encoder, _, _ = load_model(rows["bce+contrastive"]["checkpoint"])
+        for name, evalset in evalsets.items():
+            p = evalset.pairs
+            later[name] = me.auc_rows(p, {"fine-tuned": me.encoder_cosine(encoder, p["member_text"].tolist(),
+                                                                          p["job_text"].tolist(), progress=False)})
+        entry = {"negatives": label, "train_pairs": len(pairs), "val_rows": result["val_rows"],
+                 "frozen_val_auc": rows["frozen_head"]["val_auc"], "tuned_val_auc": rows["bce+contrastive"]["val_auc"],
+                 "relative": rows["bce+contrastive"]["relative_to_frozen"],
+                 "frozen_cosine_auc": rows["frozen_head"]["val_auc_cosine"],
+                 "tuned_cosine_auc": rows["bce+contrastive"]["val_auc_cosine"], "steps": rows["bce+contrastive"]["steps"],
+                 "seconds_per_step": rows["bce+contrastive"]["seconds_per_step"], "later_window": later,
+                 "seconds": round(time.time() - started, 1)}
+        report["B"].append(entry)
+        emit({"part": "B", **entry})
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Text quality ({report['market']})", "", f"`{report['command']}`", ""]
+    for name, rows in report["A"].items():
+        lines += [f"## A. Frozen MiniLM on the later window, negatives: {name}", "",
+                  "| scorer | AUC | vs TF-IDF | cold-start AUC | pairs (+/-) |", "|---|---|---|---|---|"]
+        tfidf = rows[0]["auc"]
+        for r in rows:
+            rel = f"{(r['auc'] / tfidf - 1) * 100:+.1f} %" if r["auc"] and tfidf else "n/a"
+            cold = f"{r['cold_auc']:.4f}" if r.get("cold_auc") is not None else "n/a"
+            lines.append(f"| {r['scorer']} | {r['auc']:.4f} | {rel} | {cold} | {r['positives']}/{r['negatives']} |")
+        lines.append("")
+    if report["B"]:
+        lines += ["## B. Table-2 analogue: fine-tune vs frozen (validation window before A's window)", "",
+                  "| training negatives | frozen + head | LoRA bce+contrastive | relative | cosine frozen / tuned "
+                  "| later window, tuned cosine (random / by location) | s/step |", "|---|---|---|---|---|---|---|"]
+        for b in report["B"]:
+            later = " / ".join(f"{rows[0]['auc']:.4f}" for rows in b["later_window"].values())
+            lines.append(f"| {b['negatives']} ({b['train_pairs']} pairs) | {b['frozen_val_auc']:.4f} | "
+                         f"{b['tuned_val_auc']:.4f} | {b['relative'] * 100:+.2f} % | {b['frozen_cosine_auc']:.4f} / "
+                         f"{b['tuned_cosine_auc']:.4f} | {later} | {b['seconds_per_step']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--members", type=int, default=2000)
+    ap.add_argument("--jobs", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--text-length", default="long", choices=("long", "short"))
+    ap.add_argument("--noisy", action="store_true", help="shuffle texts between entities (no text signal)")
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--train-tokens", type=int, default=256)
+    ap.add_argument("--hard-by", default="occupation_group")
+    ap.add_argument("--no-train", action="store_true", help="part A only")
+    args = ap.parse_args()
+    settings = Settings.from_env()
+    target = fresh_database("star_bench_text_quality", settings)
+    seed_synthetic(target, members=args.members, jobs=args.jobs, seed=args.seed, text_length=args.text_length,
+                   progress=False)
+    if args.noisy:
+        shuffle_texts(target, args.seed)
+    apply_features(target, settings)
+    evalsets = {"5 random": build_evalset(target, EvalSetConfig(seed=args.seed)),
+                "5 sharing location": build_evalset(target, EvalSetConfig(seed=args.seed, negatives_by="location"))}
+    market = (f"synthetic {args.text_length} texts{', shuffled (noisy)' if args.noisy else ''}: {args.members} "
+              f"members, {args.jobs} jobs, seed {args.seed}")
+    command = "python bench/text_quality.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
+        for k, v in vars(args).items() if v not in (False, None))
+    report = {"market": market, "command": command, "A": {}, "B": [],
+              "window_start": str(next(iter(evalsets.values())).start)}
+    score_frozen(evalsets, report)
+    if not args.no_train:
+        with tempfile.TemporaryDirectory() as tmp:
+            fine_tune(target, evalsets, args, report, Path(tmp))
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / ("text_quality_noisy" if args.noisy else "text_quality")
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    db.drop_database(target)
+
+
+if __name__ == "__main__":
+    main()
