@@ -29,6 +29,8 @@ CASES = {
     "unknown online entity": (["online", "foo", "1"], "entity 'foo': choose from member, job"),
     "online before feast apply": (["online", "member", "1"], "registered but not applied in Feast"),
     "no synthetic members": (["seed", "--synthetic", "--members", "0"], "members=0 must be >= 1"),
+    "unknown synthetic text length": (["seed", "--synthetic", "--text-length", "medium"],
+                                      "text_length='medium' is not one of long, short; pass --text-length long"),
     "zero graph width": (["graph", "train", "--out-dim", "0"], "out_dim=0 must be >= 1; pass --out-dim"),
     "negative graph learning rate": (["graph", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative text learning rate": (["text", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),

@@ -318,8 +318,10 @@ def _simulate(rng, ctx, t0, t1, bar):
 
 
 def check_text_length(text_length: object) -> None:
+    """ConfigError unless text_length is one of TEXT_LENGTHS (the CLI checks before touching the database)."""
     if text_length not in TEXT_LENGTHS:
-        raise ConfigError(f"star seed --synthetic: text_length={text_length!r} is not one of {', '.join(TEXT_LENGTHS)}; "
+        raise ConfigError(f"star seed --synthetic: text_length={text_length!r} is not one of "
+                          f"{', '.join(TEXT_LENGTHS)}; "
                           "pass --text-length long (real-like profiles and postings) or --text-length short")
 
 

@@ -98,7 +98,8 @@ class LongWriter(Writer):
         tail = [] if city_early else [self.pick((f"Location: {city}", f"Based in {city}.", f"Living in {city}."))]
         if d.open_to_work:
             tail.append(self.pick((f"Open to new opportunities in {city} or remote.",
-                                   "Actively looking for my next challenge.", "Open to work - feel free to reach out.")))
+                                   "Actively looking for my next challenge.",
+                                   "Open to work - feel free to reach out.")))
         elif self.chance(0.3):
             tail.append("Not actively looking, but happy to connect.")
         tail.append(self.pick(ph.CLOSINGS))
@@ -203,6 +204,7 @@ class LongWriter(Writer):
 
     def _requirement(self, skill: SkillMention) -> str:
         label = self.skill_label(skill)
-        lead = {"skill": ("Proven ability to ", "Able to ", ""), "knowledge": ("Solid knowledge of ", "Background in ", ""),
+        lead = {"skill": ("Proven ability to ", "Able to ", ""),
+                "knowledge": ("Solid knowledge of ", "Background in ", ""),
                 "technology": ("Hands-on experience with ", "Working knowledge of ", "")}[skill.kind]
         return _cap(self.pick(lead) + label)

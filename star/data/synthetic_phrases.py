@@ -118,7 +118,8 @@ FIRST_MONTHS = (
 VALUES = (
     "We say what we do and do what we say.", "We treat customers and colleagues the way we would like to be treated.",
     "We celebrate success together and learn from mistakes without blame.",
-    "We give everyone the time and budget to keep learning.", "We keep things simple and make decisions close to the work.",
+    "We give everyone the time and budget to keep learning.",
+    "We keep things simple and make decisions close to the work.",
     "We care about the communities and the environment we work in.",
     "We believe good work needs good rest, so we respect evenings and holidays.",
 )
