@@ -28,12 +28,13 @@ def token_lengths(texts: list[str]) -> np.ndarray:
 
 def main() -> None:
     from star.data.synthetic import generate
+    from star.data.synthetic_text import TEXT_LENGTHS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=2000)
     ap.add_argument("--jobs", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--text-length", default="long")
+    ap.add_argument("--text-length", default="long", choices=TEXT_LENGTHS)
     args = ap.parse_args()
     began = time.perf_counter()
     market = generate(members=args.members, jobs=args.jobs, seed=args.seed, text_length=args.text_length)
