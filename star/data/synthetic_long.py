@@ -52,9 +52,10 @@ class LongWriter(Writer):
             out[i], out[j] = out[j], out[i]
         return out[:k]
 
-    def fill(self, template: str) -> str:
+    def fill(self, template: str, year: int | None = None) -> str:
+        """The template with a percentage {n}, a small count {k} and a year {y} (`year`, or 1960..2019)."""
         return template.format(n=5 + int(self._rand() * 40), k=2 + int(self._rand() * 8),
-                               y=1960 + int(self._rand() * 60))
+                               y=1960 + int(self._rand() * 60) if year is None else year)
 
     # -- member profile -------------------------------------------------------------------------
     def member(self, d: MemberDraft) -> str:
@@ -108,20 +109,23 @@ class LongWriter(Writer):
 
     def _positions(self, d: MemberDraft, title: str, v: float) -> list[SimpleNamespace]:
         """Current position first, then the past companies, then early jobs for the long-tail CVs."""
-        extra = self.count(v * min(d.years, 24) / 6, 6) if d.years > 2 else 0
+        extra = self.count(v * min(d.years, 24) / 7, 6) if d.years > 2 else 0
         employers = list(d.past_companies) + [self.pick(ph.EARLY_EMPLOYERS) for _ in range(extra)]
-        spans = [1 + int(self._rand() * max(d.years, 1) / (1 + len(employers))) for _ in range(1 + len(employers))]
-        out, end = [], d.year
+        n_pos = 1 + len(employers)
+        # spans add up to about the member's years of experience, a year at least each
+        spans = [1 + int(self._rand() * 2 * max(d.years - n_pos, 0) / n_pos) for _ in range(n_pos)]
+        out, end, level = [], d.year, d.level
         for n, company in enumerate([d.company] + employers):
-            occ = d.occ
-            if n and self.chance(0.45) and self.tb.related[d.occ]:
-                occ = self.pick(self.tb.related[d.occ])
-            level = d.level if n == 0 else max(d.level - 1 - int(self._rand() * (n + 1)), 0)
-            name = title if n == 0 else self.with_level(self.title(self.tb.label[occ], self.tb.alt[occ],
-                                                                   "synonym" if self.chance(0.3) else "canonical"),
-                                                        level)
+            occ, name = d.occ, title
+            if n:
+                if self.chance(0.45) and self.tb.related[d.occ]:
+                    occ = self.pick(self.tb.related[d.occ])
+                level = max(level - (self._rand() < 0.6), 0)  # earlier positions, lower or equal seniority
+                mode = "synonym" if self.chance(0.3) else "canonical"
+                name = self.with_level(self.title(self.tb.label[occ], self.tb.alt[occ], mode), level)
             start = end - spans[n]
-            out.append(SimpleNamespace(title=name, company=company, start=start, end=None if n == 0 else end, occ=occ))
+            out.append(SimpleNamespace(title=name, company=company, start=start, end=None if n == 0 else end, occ=occ,
+                                       generic=n > len(d.past_companies)))
             end = start
         return out
 
@@ -129,16 +133,18 @@ class LongWriter(Writer):
                   v: float, current_occ: int) -> str:
         years = (p.end or p.start + 1) - p.start
         when = f"{p.start} - {'present' if p.end is None else p.end} · {_years(years)}"
-        lines = [self.pick((f"{p.title} — {p.company}", f"{p.title} at {p.company}", f"{p.company}\n{p.title}")),
-                 when]
+        heads = (f"{p.title} — {p.company}",) if p.generic else (
+            f"{p.title} — {p.company}", f"{p.title} at {p.company}", f"{p.company}\n{p.title}")
+        lines = [self.pick(heads), when]
         desc = self.tb.description[p.occ]
         if desc and self.chance(0.75 if p.end is None or p.occ != current_occ else 0.25):
             lines.append(self.pick(("", "Role: ", "The job: ")) + desc)
         bullets = [_cap(t) for t in self.some(self.tb.tasks[p.occ], self.count((3.0 if p.end is None else 1.8) * v, 6))]
-        bullets += [self.fill(a) for a in self.some(ph.ACHIEVEMENTS, self.count(0.8 * v, 6))]
+        bullets += [self.fill(a, year=(p.end or p.start + 1) - 1) for a in self.some(ph.ACHIEVEMENTS,
+                                                                                    self.count(0.8 * v, 6))]
         if dealt:
             if self.chance(0.5):
-                bullets.append(self.pick(("Worked daily with ", "Applied ", "Used ")) + _join(
+                bullets.append(self.pick(("Skills used: ", "Key skills: ", "In this role: ")) + _join(
                     [labels[k] for k in dealt]) + ".")
             else:
                 lines += self._skill_sentences([labels[k] for k in dealt], [skills[k] for k in dealt])
