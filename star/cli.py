@@ -78,6 +78,7 @@ def seed(
     jobs: int = typer.Option(400, help="synthetic: number of jobs"),
     seed_: int = typer.Option(0, "--seed", help="synthetic: random seed (same seed, same marketplace)"),
     months: int = typer.Option(6, help="synthetic: months of activity"),
+    text_length: str = typer.Option("long", help="synthetic: long (real-like profiles and postings) or short"),
     save: Optional[Path] = typer.Option(None, help="synthetic: also write the files to this directory"),
 ) -> None:
     """Load a marketplace: your own files (--from DIR) or a synthetic one (--synthetic)."""
@@ -85,9 +86,14 @@ def seed(
 
     if (from_dir is None) == (not synthetic):
         raise typer.BadParameter("give exactly one of --from DIR or --synthetic")
+    if synthetic:
+        from star.data.synthetic import check_text_length
+
+        check_text_length(text_length)  # before the database is touched
     target = _target()
     if synthetic:
-        _emit(pipeline.seed_synthetic(target, members=members, jobs=jobs, seed=seed_, months=months, save=save))
+        _emit(pipeline.seed_synthetic(target, members=members, jobs=jobs, seed=seed_, months=months,
+                                      text_length=text_length, save=save))
     else:
         _emit(pipeline.seed_dir(target, from_dir))
 

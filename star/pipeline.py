@@ -21,18 +21,20 @@ SYNTHETIC_KINDS = ("members", "jobs", "texts", "edges", "nodes", "truth")
 
 
 def seed_synthetic(target: DbTarget, *, members: int, jobs: int, seed: int = 0, months: int = 6,
-                   save: Path | None = None, progress: bool = True) -> dict:
+                   text_length: str = "long", save: Path | None = None, progress: bool = True) -> dict:
     from star.data.reading import frame
     from star.data.synthetic import generate, write_dir
     from star.store.marketplace import load
 
     started = time.time()
-    market = generate(members=members, jobs=jobs, seed=seed, months=months, progress=progress)
+    market = generate(members=members, jobs=jobs, seed=seed, months=months, text_length=text_length,
+                      progress=progress)
     if save:
         write_dir(market, save)
     frames = {kind: frame(getattr(market, kind), f"{kind} (synthetic)") for kind in SYNTHETIC_KINDS}
     counts = load(target, frames, progress=progress)
-    return {"job": "seed", "source": f"synthetic:members={members},jobs={jobs},seed={seed},months={months}",
+    source = f"synthetic:members={members},jobs={jobs},seed={seed},months={months},text_length={text_length}"
+    return {"job": "seed", "source": source,
             "written": counts, "seconds": round(time.time() - started, 2)}
 
 

@@ -3,6 +3,7 @@ traceback, nothing written."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,8 @@ CASES = {
     "unknown online entity": (["online", "foo", "1"], "entity 'foo': choose from member, job"),
     "online before feast apply": (["online", "member", "1"], "registered but not applied in Feast"),
     "no synthetic members": (["seed", "--synthetic", "--members", "0"], "members=0 must be >= 1"),
+    "unknown synthetic text length": (["seed", "--synthetic", "--text-length", "medium"],
+                                      "text_length='medium' is not one of long, short; pass --text-length long"),
     "zero graph width": (["graph", "train", "--out-dim", "0"], "out_dim=0 must be >= 1; pass --out-dim"),
     "negative graph learning rate": (["graph", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
     "negative text learning rate": (["text", "train", "--lr", "-1"], "lr=-1.0 must be > 0; pass --lr"),
@@ -107,3 +110,20 @@ def test_a_parquet_time_in_year_3000_is_one_line(target, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert ("star: error: members.parquet, row 2, column 'valid_from': 3000-01-01T00:00:00+00:00 is in the future"
             in done.stderr)
+
+
+def test_seed_text_length_reaches_the_loaded_texts_and_the_job_line(target):
+    """`star seed --synthetic --text-length short` loads the short texts and says so in its JSON line."""
+    from star import db
+
+    star = str(Path(sys.executable).with_name("star"))
+    done = subprocess.run([star, "seed", "--synthetic", "--members", "30", "--jobs", "10", "--text-length", "short"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "STAR_DATABASE_URL": target.sqlalchemy_url()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["source"] == "synthetic:members=30,jobs=10,seed=0,months=6,text_length=short"
+    with db.connect(target) as conn:
+        longest = conn.execute("SELECT max(array_length(regexp_split_to_array(text, '\\s+'), 1)) "
+                               "FROM star.text_snapshots").fetchone()[0]
+    assert 40 <= longest <= 250  # long texts (the default) run past 1,000 words

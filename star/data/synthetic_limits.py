@@ -7,6 +7,9 @@
 The generator and the load hold every frame (edges, truth, texts, their validated copies, the COPY buffers) at once.
 Measured peak of `star seed --synthetic` (2 cores, 2026): 20k members / 4k jobs / 6 months 0.50 GB, 60k members
 1.06 GB, 20k members / 18 months 0.73 GB, 60k jobs 0.58 GB; the constants below round those up by ~25 %.
+Long texts (the default since issue #15) raised the peak of generate + validation at 20k members / 4k jobs from
+0.43 to 0.57 GB (texts ~4.2 kB per member, 2.8 kB per job, vs 1.0 and 1.3 kB short); PER_MEMBER and PER_JOB carry
+that difference x 1.5 for the load's copies.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ import pandas as pd
 from star.errors import ConfigError
 
 BASE_BYTES = 250 * 2 ** 20  # interpreter, pandas, the taxonomy
-PER_MEMBER = 10 * 2 ** 10  # member rows, texts, attribute edges, validation copies
+PER_MEMBER = 16 * 2 ** 10  # member rows, texts, attribute edges, validation copies
 PER_MEMBER_MONTH = 1.5 * 2 ** 10  # interactions and truth grow with the weeks simulated
-PER_JOB = 10 * 2 ** 10
+PER_JOB = 12 * 2 ** 10
 MEMORY_SHARE = 0.8  # leave the rest to PostgreSQL (the embedded server shares the machine) and the OS
 
 

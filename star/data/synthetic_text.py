@@ -72,6 +72,8 @@ class MemberDraft:
     skills: tuple[SkillMention, ...]
     open_to_work: bool
     change_note: str  # "" or e.g. "promotion", "relocation", "new_occupation", "refresh"
+    occ: int = -1  # occupation row in the taxonomy tables (long texts pick past positions' occupations from it)
+    year: int = 2025  # calendar year of the snapshot (long texts date the positions)
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ def company_name(code: int) -> str:
 _MODES = ("canonical", "synonym", "freeform")
 _EMP, _REMOTE = tuple(EMPLOYMENT_TEXT), tuple(REMOTE_TEXT)  # same order as synthetic_frames.EMPLOYMENT / REMOTE
 _MEMBER_SKILLS, _JOB_SKILLS = 12, 14
+_LONG_MEMBER_SKILLS, _LONG_JOB_SKILLS = 30, 20  # long texts have room for every skill the text mentions
 
 
 @functools.lru_cache(maxsize=1)
@@ -290,14 +293,22 @@ def _tables() -> SimpleNamespace:
     tax = load_taxonomy()
     occ_ids = tax.occupations["occ_id"].tolist()
     alt = tax.alt_titles.groupby("occ_id")["title"].agg(tuple)
+    row = {o: k for k, o in enumerate(occ_ids)}
+    rel = tax.related_occupations.sort_values(["occ_id", "rank"], kind="stable")
+    related = rel.groupby("occ_id")["related_occ_id"].agg(lambda r: tuple(row[o] for o in r if o in row))
     tasks = tax.tasks.groupby("occ_id")["task"].agg(tuple)
     sk = tax.skills
     return SimpleNamespace(
         label=tax.occupations["label"].tolist(), description=tax.occupations["description"].tolist(),
         alt=[alt.get(o, ()) for o in occ_ids], tasks=[tasks.get(o, ()) for o in occ_ids],
+        related=[related.get(o, ()) for o in occ_ids],
         skills=[SkillMention(labels=(lab, *[a for a in alts.split("|") if a]), kind=kind)
                 for lab, alts, kind in zip(sk["label"], sk["alt_labels"], sk["skill_type"])],
     )
+
+
+def _year(epoch_s: int) -> int:
+    return 1970 + int(epoch_s // 31_556_952)  # mean Gregorian year; a position's year, not a timestamp
 
 
 def _mention_lists(rows, n: int) -> list[list[int]]:
@@ -309,9 +320,19 @@ def _mention_lists(rows, n: int) -> list[list[int]]:
     return [s[a:b] for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist())]
 
 
-def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
-    """Member profile and job posting snapshots: (entity, entity_id, valid_from [epoch s], text)."""
-    tb, w, m, j = _tables(), Writer(seed), ctx.m, ctx.j
+TEXT_LENGTHS = ("long", "short")
+
+
+def write_texts(ctx: SimpleNamespace, seed: int, text_length: str = "long") -> pd.DataFrame:
+    """Member profile and job posting snapshots: (entity, entity_id, valid_from [epoch s], text).
+
+    text_length "short": the first texts (40..250 words); "long": real-like lengths (star.data.synthetic_long)."""
+    from star.data.synthetic_long import LongWriter  # it builds on this module's Writer
+
+    tb, m, j = _tables(), ctx.m, ctx.j
+    long = text_length == "long"
+    w = LongWriter(seed, tb) if long else Writer(seed)
+    n_member, n_job = (_LONG_MEMBER_SKILLS, _LONG_JOB_SKILLS) if long else (_MEMBER_SKILLS, _JOB_SKILLS)
     name = ctx.co.name.tolist()
     rows: list[tuple[str, int, int, str]] = []
     base, added = _mention_lists(m.skills[0], m.n), _mention_lists(m.skills[1], m.n)
@@ -322,12 +343,13 @@ def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
             o, sl = occ[v][i], slots[i]
             now = sl[3] if v == 1 and sl[3] >= 0 else sl[0]
             past = tuple(name[c] for c in (sl[:3] if now == sl[3] else sl[1:3]) if c >= 0)
-            skills = ((added[i] if v else []) + base[i])[:_MEMBER_SKILLS]
+            skills = ((added[i] if v else []) + base[i])[:n_member]
             draft = MemberDraft(
                 title=w.title(tb.label[o], tb.alt[o], _MODES[mode]), level=level[v][i], years=years[v][i],
                 city=CITIES[city[v][i]], company=name[now], past_companies=past, description=tb.description[o],
                 tasks=tb.tasks[o], skills=tuple(tb.skills[s] for s in w.shuffled(skills)), open_to_work=opn[v][i],
                 change_note=("promotion", "relocation", "new_occupation", "refresh")[kind[i]] if v else "",
+                occ=o, year=_year(when),
             )
             rows.append(("member", i + 1, when, w.member(draft)))
     base, added = _mention_lists(j.skills[0], j.n), _mention_lists(j.skills[1], j.n)
@@ -336,7 +358,7 @@ def write_texts(ctx: SimpleNamespace, seed: int) -> pd.DataFrame:
     job_rows = zip(j.occ.tolist(), j.title_mode.tolist(), j.post.tolist(), j.edit_t.tolist())
     for i, (o, mode, post, edit_t) in enumerate(job_rows):
         for v, when in ((0, post), (1, edit_t))[: 1 + bool(j.edited[i])]:
-            skills = ((added[i] if v else []) + base[i])[:_JOB_SKILLS]
+            skills = ((added[i] if v else []) + base[i])[:n_job]
             n_struct = sum(i * len(tb.skills) + s in struct for s in skills)
             posting = JobDraft(
                 title=w.title(tb.label[o], tb.alt[o], _MODES[mode]), level=level[v][i], years=int(j.years[i]),
