@@ -79,6 +79,33 @@ def score_frozen(evalsets: dict, report: dict) -> None:
         emit({"part": "A", "negatives": name, "rows": report["A"][name]})
 
 
+def knn_category(target, report: dict, *, n: int, column: str = "occupation_group", k: int = 5) -> None:
+    """A2: kNN@k accuracy of `column` among members' current profiles (leave one out), per scorer: the synthetic
+    analogue of the resume check (category from the nearest profiles)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    with db.connect(target) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (t.entity_id) t.text, h.attrs ->> %s FROM star.text_snapshots t "
+            "JOIN LATERAL (SELECT attrs FROM star.member_history h WHERE h.member_id = t.entity_id "
+            "ORDER BY valid_from DESC LIMIT 1) h ON true WHERE t.entity = 'member' AND h.attrs ->> %s IS NOT NULL "
+            "ORDER BY t.entity_id, t.valid_from DESC LIMIT %s", (column, column, n)).fetchall()
+    texts, labels = [r[0] for r in rows], np.array([r[1] for r in rows])
+    vectors = {me.TFIDF: TfidfVectorizer(sublinear_tf=True).fit_transform(texts).toarray()}
+    for label, cfg in encoders().items():
+        vectors[label] = TextEncoder(cfg).encode(texts, "member").embeddings
+    out = []
+    for label, x in vectors.items():
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        top = np.argsort(-sim, axis=1)[:, :k]
+        votes = [max(set(row), key=list(row).count) for row in labels[top]]
+        out.append({"scorer": label, "accuracy": float(np.mean(np.array(votes) == labels))})
+    report["A2"] = {"column": column, "k": k, "members": len(texts), "rows": out}
+    emit({"part": "A2", **report["A2"]})
+
+
 def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None:
     start = next(iter(evalsets.values())).start
     model_cfg = TextModelConfig()
@@ -117,6 +144,11 @@ def markdown(report: dict) -> str:
             cold = f"{r['cold_auc']:.4f}" if r.get("cold_auc") is not None else "n/a"
             lines.append(f"| {r['scorer']} | {r['auc']:.4f} | {rel} | {cold} | {r['positives']}/{r['negatives']} |")
         lines.append("")
+    if report.get("A2"):
+        a2 = report["A2"]
+        lines += [f"## A2. kNN@{a2['k']} {a2['column']} accuracy, {a2['members']} members' current profiles", "",
+                  "| scorer | accuracy |", "|---|---|"] + [f"| {r['scorer']} | {r['accuracy']:.4f} |"
+                                                         for r in a2["rows"]] + [""]
     if report["B"]:
         lines += ["## B. Table-2 analogue: fine-tune vs frozen (validation window before A's window)", "",
                   "| training negatives | frozen + head | LoRA bce+contrastive | relative | cosine frozen / tuned "
@@ -140,6 +172,7 @@ def main() -> None:
     ap.add_argument("--train-tokens", type=int, default=256)
     ap.add_argument("--hard-by", default="occupation_group")
     ap.add_argument("--no-train", action="store_true", help="part A only")
+    ap.add_argument("--knn-members", type=int, default=600, help="profiles in the kNN category check (A2)")
     args = ap.parse_args()
     settings = Settings.from_env()
     target = fresh_database("star_bench_text_quality", settings)
@@ -158,6 +191,7 @@ def main() -> None:
     report = {"market": market, "command": command, "A": {}, "B": [],
               "window_start": str(next(iter(evalsets.values())).start)}
     score_frozen(evalsets, report)
+    knn_category(target, report, n=args.knn_members)
     if not args.no_train:
         with tempfile.TemporaryDirectory() as tmp:
             fine_tune(target, evalsets, args, report, Path(tmp))

@@ -355,13 +355,16 @@ def demo(
     text: bool = typer.Option(True, help="also fine-tune the text model (briefly) and embed the texts"),
     train_steps: int = typer.Option(30, help="text fine-tuning steps"),
     graph: bool = typer.Option(True, help="also train the GNN (briefly) and embed the graph"),
+    text_length: str = typer.Option("long", help="synthetic texts: long (real-like lengths) | short"),
 ) -> None:
     """The main job end to end: database, migrations, synthetic marketplace, feast apply, materialize,
     an online lookup, a point-in-time training set, text and graph embeddings."""
     from star import pipeline
+    from star.data.synthetic import check_text_length
 
+    check_text_length(text_length)  # before the database is touched
     _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, text=text, graph=graph,
-                        train_steps=train_steps, emit=_emit))
+                        train_steps=train_steps, text_length=text_length, emit=_emit))
 
 
 def main() -> None:
