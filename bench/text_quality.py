@@ -45,7 +45,7 @@ def encoders() -> dict[str, TextModelConfig]:
     return {"base: 256 tokens + prompts (before #15)": TextModelConfig(max_length=cut, prompts=dict(STAR_PROMPTS)),
             "base: 256 tokens, no prompt": TextModelConfig(max_length=cut),
             "base: whole text + prompts": TextModelConfig(prompts=dict(STAR_PROMPTS)),
-            "base: whole text, 256-token windows": TextModelConfig(window=256),
+            "base: whole text, 512-token windows": TextModelConfig(window=512),
             "base: whole text, no prompt (default)": TextModelConfig()}
 
 

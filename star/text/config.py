@@ -51,6 +51,15 @@ def position_limit(model_dir: str | Path) -> int | None:
     return int(limit) - (2 if conf.get("model_type") in POSITION_OFFSET_TYPES else 0)
 
 
+def trained_length(model_dir: str | Path) -> int | None:
+    """The sequence length a sentence-transformers checkpoint was trained for (sentence_bert_config.json), if any."""
+    path = Path(model_dir) / "sentence_bert_config.json"
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get("max_seq_length")
+    return int(value) if value else None
+
+
 def is_decoder_dir(model_dir: str | Path) -> bool:
     """Whether config.json in `model_dir` describes a decoder-only (causal) model."""
     conf = _model_config(model_dir)
@@ -79,8 +88,9 @@ class TextModelConfig:
                                                          "ones are embedded whole in overlapping windows (the paper: "
                                                          "1800 / 1024 / 1800)"})
     window: int | None = field(default=None, metadata={
-        "help": "tokens per forward pass, special tokens included; None = the model's position limit (encoders at "
-                "most 512, e.g. MiniLM 512; decoders their context)"})
+        "help": "tokens per forward pass, special tokens included; None = the length the model was trained for "
+                "(sentence_bert_config.json: MiniLM 256), else its position limit (encoders at most 512, decoders "
+                "their context)"})
     overlap: int = field(default=64, metadata={
         "help": "tokens shared by consecutive windows; each token is pooled once, in the window where it has the "
                 "most context (star.text.chunking)"})
@@ -129,7 +139,9 @@ class TextModelConfig:
         pooling = self.pooling if self.pooling != "auto" else ("last_token" if decoder else "mean")
         targets = self.target_modules or (DECODER_TARGETS if decoder else BERT_TARGETS)
         limit = position_limit(model_dir)
-        window = self.window or (limit if decoder else min(limit or ENCODER_WINDOW_CAP, ENCODER_WINDOW_CAP))
+        trained = trained_length(model_dir)
+        window = self.window or (min(trained, limit or trained) if trained else limit if decoder
+                                 else min(limit or ENCODER_WINDOW_CAP, ENCODER_WINDOW_CAP))
         if window is None:
             raise ConfigError(f"{model_dir}/config.json names no position limit (max_position_embeddings); pass "
                               "--window (TextModelConfig.window) with the model's context length")
