@@ -115,7 +115,7 @@ def test_long_texts_are_embedded_whole_within_the_budget_and_a_fact_at_the_end_c
     np.testing.assert_allclose(res.embeddings[1], alone, atol=1e-5)
     with torch.no_grad():
         np.testing.assert_allclose(minilm.eval()([nurse], "member")[0].numpy(), alone, atol=1e-5)
-    cut = TextEncoder(TextModelConfig(precision="fp32", max_length={"job": 256, "member": 256, "resume": 256}))
+    cut = TextEncoder(TextModelConfig(precision="fp32", max_length={"job": 200, "member": 200, "resume": 200}))
     short = cut.encode([chef, nurse], "member")
     assert short.truncated == 2 and short.max_chunks == 1
     np.testing.assert_allclose(short.embeddings[0], short.embeddings[1], atol=1e-6)  # past the budget: cut
