@@ -1,8 +1,8 @@
 """Text quality on a synthetic marketplace: whole long texts vs truncation, prompts vs none, the fine-tune vs the
 frozen baseline (Table-2 analogue) with and without hard negatives, each against TF-IDF on a later window.
 
-    python bench/text_quality.py [--members 2000 --jobs 400 --seed 0] [--steps 120 --train-tokens 256]
-                                 [--hard-by occupation_group] [--noisy] [--no-train]
+    python bench/text_quality.py [--members 2000 --jobs 400 --seed 0] [--parts A,B] [--steps 60]
+                                 [--train-tokens 128] [--hard-by occupation_group] [--noisy]
 
 A: frozen MiniLM, nothing trained. The later window's pairs (`star text eval`'s evalset: each positive with 5 random
    unseen jobs, and again with 5 sharing the member's location) scored by TF-IDF and by the base model as STAR
@@ -11,7 +11,8 @@ B: fine-tunes on the pairs before that window (`star text train`'s compare: froz
    head, the paper's baseline; bce+contrastive = LoRA), without and with `--hard-negatives-by`, at the same step
    budget; validation AUC relative to frozen (the Table-2 analogue), then each adapter's cosine on the later window.
 --noisy replaces every text by a random other entity's (texts carry no signal: the control market).
-Writes bench/results/text_quality[_noisy].{json,md}; prints one JSON line per measurement.
+Writes bench/results/text_quality[_noisy].{json,md} (a part not run keeps the file's earlier result); prints one
+JSON line per measurement.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def knn_category(target, report: dict, *, n: int, column: str = "occupation_grou
 def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None:
     start = next(iter(evalsets.values())).start
     model_cfg = TextModelConfig()
-    train_cfg = TrainConfig(max_steps=args.steps, max_tokens=args.train_tokens, seed=args.seed)
+    train_cfg = TrainConfig(max_steps=args.steps, max_tokens=args.train_tokens, seed=args.seed, lr=args.lr,
+                            grad_accum=1, gradient_checkpointing=False)
     for label, hard in (("random + explicit negatives", None), (f"+ hard negatives by {args.hard_by}", args.hard_by)):
         pairs = build_trainset(target, TrainsetConfig(task="apply", end=start, hard_negatives_by=hard))
         started = time.time()
@@ -134,7 +136,10 @@ def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Text quality ({report['market']})", "", f"`{report['command']}`", ""]
+    lines = [f"# Text quality ({report['market']})", ""]
+    for part in sorted(report["commands"]):
+        lines.append(f"- part {part}: `{report['commands'][part]}`")
+    lines.append("")
     for name, rows in report["A"].items():
         lines += [f"## A. Frozen MiniLM on the later window, negatives: {name}", "",
                   "| scorer | AUC | vs TF-IDF | cold-start AUC | pairs (+/-) |", "|---|---|---|---|---|"]
@@ -168,12 +173,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--text-length", default="long", choices=("long", "short"))
     ap.add_argument("--noisy", action="store_true", help="shuffle texts between entities (no text signal)")
-    ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--train-tokens", type=int, default=256)
+    ap.add_argument("--parts", default="A,B", help="A (frozen variants, kNN) and/or B (fine-tunes)")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
+    ap.add_argument("--train-tokens", type=int, default=128)
     ap.add_argument("--hard-by", default="occupation_group")
-    ap.add_argument("--no-train", action="store_true", help="part A only")
     ap.add_argument("--knn-members", type=int, default=600, help="profiles in the kNN category check (A2)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= {"A", "B"}:
+        ap.error(f"--parts {args.parts}: choose from A, B (comma-separated)")
     settings = Settings.from_env()
     target = fresh_database("star_bench_text_quality", settings)
     seed_synthetic(target, members=args.members, jobs=args.jobs, seed=args.seed, text_length=args.text_length,
@@ -188,15 +197,20 @@ def main() -> None:
     command = "python bench/text_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
         for k, v in vars(args).items() if v not in (False, None))
-    report = {"market": market, "command": command, "A": {}, "B": [],
+    stem = RESULTS / ("text_quality_noisy" if args.noisy else "text_quality")
+    earlier = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}
+    commands = {**earlier.get("commands", {}), **dict.fromkeys(parts, command)}
+    report = {"market": market, "commands": commands, "A": earlier.get("A", {}), "A2": earlier.get("A2"),
+              "B": [] if "B" in parts else earlier.get("B", []),
               "window_start": str(next(iter(evalsets.values())).start)}
-    score_frozen(evalsets, report)
-    knn_category(target, report, n=args.knn_members)
-    if not args.no_train:
+    if "A" in parts:
+        report["A"] = {}
+        score_frozen(evalsets, report)
+        knn_category(target, report, n=args.knn_members)
+    if "B" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             fine_tune(target, evalsets, args, report, Path(tmp))
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / ("text_quality_noisy" if args.noisy else "text_quality")
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
