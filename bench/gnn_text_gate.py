@@ -1,7 +1,7 @@
 """GNN + text never below GNN-categorical? The Table-4 ablation with the text gate (text_gate=True, the default) and
 without it (text_gate=False: the model before the gate, the baseline), on two synthetic markets in the same process.
 
-    python bench/gnn_text_gate.py [--members 1500 --jobs 300 --seed 0] [--epochs 6] [--text-dropout 0.0]
+    python bench/gnn_text_gate.py [--members 1500 --jobs 300 --seed 0] [--epochs 5] [--text-dropout 0.0]
 
 Markets (each in a fresh database, dropped at the end), one generator seed, only the texts differ:
     normal   star.data.synthetic.generate(...) as it is
@@ -136,7 +136,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=1500)
     ap.add_argument("--jobs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--text-dropout", type=float, default=0.0)
     ap.add_argument("--markets", default="normal,noisy", help="comma-separated: normal, noisy")
     args = ap.parse_args()

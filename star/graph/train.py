@@ -65,6 +65,10 @@ class GraphTrainConfig:
                                                                    "window (popularity-matched); 'uniform': any job"})
     align_weight: float = field(default=1.0, metadata={"help": "weight of the alignment loss when training with "
                                                                "alignment targets (star.graph.align)"})
+    text_gate_lr: float = field(default=0.03, metadata={"help": "Adam learning rate of the text gates (text_gate "
+                                                                "models): a gate starts at 0 and Adam moves it about "
+                                                                "its lr per step, so at lr=1e-3 text would take "
+                                                                "~1000 steps to reach the other inputs' scale"})
     text_selection: bool = field(default=True, metadata={"help": "text-gated models: validate each epoch also with "
                                                                  "the text gates closed and keep that model if it "
                                                                  "validates best (text that does not help on "
@@ -88,7 +92,8 @@ class GraphTrainConfig:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         require_at_least("GraphTrainConfig", 1, epochs=self.epochs, batch_size=self.batch_size, neg_k=self.neg_k,
                          eval_batch_size=self.eval_batch_size)
-        require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days)
+        require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days,
+                         text_gate_lr=self.text_gate_lr)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1; pass --steps-per-epoch with a "
                               "value >= 1, or leave it out for full passes")
@@ -286,8 +291,10 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
     aligner = Aligner(model_cfg.out_dim, {nt: t.to_dim for nt, t in align.items()}) if align else None
     if aligner:
         aligner.refit(infer(model, train_graph, mg.features, train_cfg.eval_batch_size), align)
-    opt = torch.optim.Adam([*model.parameters(), *decoder.parameters(),
-                            *(aligner.parameters() if aligner else [])], lr=train_cfg.lr)
+    gates = [*model.input.gate.values(), *model.text_weight.values()] if model_cfg.text_gate else []
+    rest = [p for p in model.parameters() if all(p is not g for g in gates)]
+    opt = torch.optim.Adam([{"params": [*rest, *decoder.parameters(), *(aligner.parameters() if aligner else [])]},
+                            {"params": gates, "lr": train_cfg.text_gate_lr}], lr=train_cfg.lr)
     adaptive = (sampling.AdaptiveFanout(start=train_cfg.adaptive_start, maximum=train_cfg.adaptive_max)
                 if train_cfg.sampler == "adaptive" else None)
     num_nodes = {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}
