@@ -66,6 +66,24 @@ def test_checkpoint_round_trip_gives_the_same_embeddings(target, tmp_path):
         checkpoint.load(tmp_path)
 
 
+def test_checkpoints_keep_the_text_gates_and_load_those_written_before_the_gate(target, tmp_path, tiny_encoder):
+    end = _market(target, tiny_encoder)
+    mg = build_graph(target, GraphConfig(cutoff=end))
+    for cfg in (SMALL, replace(SMALL, text_gate=False)):
+        result = train_gnn(mg, cfg, FAST, progress=False)
+        path = checkpoint.save(tmp_path / str(cfg.text_gate), result, mg, cfg, FAST)
+        if not cfg.text_gate:  # a checkpoint written before the gate existed: its config lacks the new fields
+            info = json.loads((path / checkpoint.INFO).read_text())
+            del info["model"]["text_gate"], info["model"]["text_dropout"]
+            (path / checkpoint.INFO).write_text(json.dumps(info))
+        ckpt = checkpoint.load(path)
+        assert ckpt.model_cfg.text_gate == cfg.text_gate
+        assert ckpt.model.text_gates() == result.model.text_gates() == ckpt.info["metrics"]["text_gates_kept"]
+        model, features = checkpoint.adapt(ckpt, mg)
+        again, before = infer(model, mg.graph, features), embed_all(result.model, mg)
+        assert all(np.allclose(again[nt].numpy(), before[nt], atol=1e-6) for nt in ("member", "job"))
+
+
 def test_adapt_to_a_later_graph_keeps_learned_ids_and_recodes_categories(target, tmp_path):
     end = _market(target)
     early = end - pd.Timedelta(days=60)

@@ -104,7 +104,7 @@ def load(model_dir: Path) -> GraphCheckpoint:
         raise GraphModelError(f"{model_dir / WEIGHTS} does not match the checksum in {INFO}: the file was changed "
                               "or half-copied; copy the whole directory again or retrain")
     state = torch.load(model_dir / WEIGHTS, weights_only=True)
-    model_cfg = GNNConfig(**info["model"])
+    model_cfg = GNNConfig.from_dict(info["model"])
     specs = {nt: NodeSpec(num_nodes=s["num_nodes"], text_dim=s["text_dim"], cat_cards=tuple(s["cat_cards"]))
              for nt, s in info["specs"].items()}
     etypes = [tuple(e) for e in info["etypes"]]

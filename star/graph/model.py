@@ -1,11 +1,12 @@
 """The STAR graph model (paper §4): node inputs -> heterogeneous GAT encoder -> per-task link decoders.
 
     MarketGraph.features[ntype]  text (n, d) | categorical codes (n, k) | node index (learned ID)
-        --NodeInput: concat of the inputs the switches allow --> Linear --> hidden
+        --NodeInput (star.graph.inputs): Linear(categorical | ID) + g * text projection (g learned from 0)
     HeteroGNN: `layers` x RelationGAT (= HeteroGraphConv({canonical etype: GATConv}, sum)) + a self term W_self h_dst
         (the target node attending to itself), LeakyReLU between layers,
         + a projection of the node's own inputs (input_skip), BatchNorm1d per node type,
-        + w * (own text @ P) for members and jobs (text_residual; P = the texts' top principal axes, fixed),
+        + w * (own text @ P) for members and jobs (text_residual; P = the texts' top principal axes, fixed;
+          w learned from 0 with text_gate),
         L2-normalised out_dim output
         forward(blocks, x)         sampled message flow graphs (training)
         forward_full(graph, x)     every neighbour, whole graph at once (small graphs, tests)
@@ -24,11 +25,13 @@ from torch import nn
 
 from star.errors import ConfigError, require_at_least
 from star.graph.dgl_compat import import_dgl
+from star.graph.inputs import ENTITY_TYPES, NodeInput, NodeSpec, input_specs, text_keep  # noqa: F401
 
 __all__ = ["GNNConfig", "HeteroGNN", "LinkDecoder", "NodeInput", "NodeSpec", "RelationGAT", "input_specs"]
 
 EType = tuple[str, str, str]
-ENTITY_TYPES = ("member", "job")
+# GNNConfig fields added after checkpoints were first written -> the value that reproduces those checkpoints
+LEGACY_DEFAULTS = {"text_gate": False, "text_dropout": 0.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +63,14 @@ class GNNConfig:
                                                                 "axes (fixed), to its output with a learned weight: "
                                                                 "the GNN starts from text similarity and learns what "
                                                                 "the graph adds"})
+    text_gate: bool = field(default=True, metadata={"help": "text enters through gates learned from 0 (per "
+                                                            "hidden dimension on the input, the residual weight): "
+                                                            "at initialisation the model is the text-free one, and "
+                                                            "text enters as far as it helps; False = the model "
+                                                            "before the gate (text concatenated into the input, "
+                                                            "residual weight from sqrt(out_dim))"})
+    text_dropout: float = field(default=0.0, metadata={"help": "while training, drop a node's whole text (input "
+                                                               "and residual) with this probability"})
     l2_reg: float = field(default=1e-5, metadata={"help": "weight of mean |z|^2 of the final embeddings before "
                                                           "normalisation (after it |z| is always 1)"})
 
@@ -69,9 +80,12 @@ class GNNConfig:
         if self.decoder not in ("mlp", "dot"):
             raise ConfigError(f"decoder={self.decoder!r}; use 'mlp' or 'dot'")
         require_at_least("GNNConfig", 1, hidden=self.hidden, out_dim=self.out_dim, cat_dim=self.cat_dim)
-        require_at_least("GNNConfig", 0, id_dim=self.id_dim, l2_reg=self.l2_reg, dropout=self.dropout)
-        if self.dropout >= 1:
-            raise ConfigError(f"GNNConfig: dropout={self.dropout} must be < 1; pass --dropout with a value in [0, 1)")
+        require_at_least("GNNConfig", 0, id_dim=self.id_dim, l2_reg=self.l2_reg, dropout=self.dropout,
+                         text_dropout=self.text_dropout)
+        for name in ("dropout", "text_dropout"):
+            if getattr(self, name) >= 1:
+                value = getattr(self, name)
+                raise ConfigError(f"GNNConfig: {name}={value} must be < 1; pass a value in [0, 1), e.g. 0.1")
         if self.layers < 1 or self.heads < 1 or self.hidden % self.heads:
             raise ConfigError(f"layers={self.layers}, heads={self.heads}, hidden={self.hidden}: need layers >= 1 "
                               "and hidden divisible by heads, e.g. hidden=128, heads=4")
@@ -79,83 +93,11 @@ class GNNConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-@dataclass(frozen=True, kw_only=True)
-class NodeSpec:
-    """What inputs one node type can have (read from a MarketGraph by `input_specs`)."""
-
-    num_nodes: int
-    text_dim: int = 0
-    cat_cards: tuple[int, ...] = ()  # per column: number of codes including 0 = missing
-
-
-def input_specs(mg) -> dict[str, NodeSpec]:
-    """NodeSpec per node type of a MarketGraph (or anything with .graph and .features)."""
-    specs = {}
-    for nt in mg.graph.ntypes:
-        f = mg.features.get(nt, {})
-        text_dim = int(f["text"].shape[1]) if "text" in f else 0
-        cards = ()
-        if "categorical" in f and f["categorical"].shape[1]:
-            cards = tuple(int(c) + 1 for c in f["categorical"].max(dim=0).values.tolist())
-            vocab = getattr(mg, "categorical_vocab", {}).get(nt)
-            if vocab:  # the vocabulary, not the codes present, bounds the codes
-                cards = tuple(max(c, len(v) + 1) for c, v in zip(cards, vocab.values()))
-        specs[nt] = NodeSpec(num_nodes=mg.graph.num_nodes(nt), text_dim=text_dim, cat_cards=cards)
-    return specs
-
-
-class NodeInput(nn.Module):
-    """Per node type: [text projection | categorical embeddings | ID embedding] -> Linear -> hidden."""
-
-    def __init__(self, cfg: GNNConfig, specs: dict[str, NodeSpec]):
-        super().__init__()
-        self.cfg = cfg
-        self.text, self.cats, self.ids, self.proj, self.const = (nn.ModuleDict() for _ in range(5))
-        for nt, spec in specs.items():
-            width = 0
-            if cfg.use_text and spec.text_dim:
-                # unit-norm text vectors have entries ~ 1/sqrt(d): LayerNorm brings the projection to the scale of
-                # the N(0, 1) categorical and ID embeddings, else the text signal starts drowned
-                self.text[nt] = nn.Sequential(nn.Linear(spec.text_dim, cfg.hidden), nn.LayerNorm(cfg.hidden))
-                width += cfg.hidden
-            if cfg.use_categorical and spec.cat_cards:
-                self.cats[nt] = nn.ModuleList(nn.Embedding(c, cfg.cat_dim) for c in spec.cat_cards)
-                width += cfg.cat_dim * len(spec.cat_cards)
-            if cfg.use_ids and cfg.id_dim and (cfg.entity_ids or nt not in ENTITY_TYPES):
-                self.ids[nt] = nn.Embedding(spec.num_nodes, cfg.id_dim)
-                width += cfg.id_dim
-            if width:
-                self.proj[nt] = nn.Linear(width, cfg.hidden)
-            else:  # no input left (e.g. a skill node with use_ids off): one learned vector for the type
-                self.const[nt] = nn.Embedding(1, cfg.hidden)
-
-    def inputs_of(self, ntype: str) -> list[str]:
-        """Which inputs a node type uses: a subset of ['text', 'categorical', 'id'], or ['constant']."""
-        got = [name for name, mods in (("text", self.text), ("categorical", self.cats), ("id", self.ids))
-               if ntype in mods]
-        return got or ["constant"]
-
-    def forward(self, nids: dict[str, torch.Tensor], features: dict[str, dict[str, torch.Tensor]]):
-        """nids: node type -> node indexes into the full graph; features: MarketGraph.features."""
-        out = {}
-        for nt, idx in nids.items():
-            idx = idx.long()
-            if nt in self.const:
-                out[nt] = self.const[nt].weight.expand(len(idx), -1)
-                continue
-            parts = []
-            if nt in self.text:
-                f = features[nt]
-                text = self.text[nt](f["text"][idx])
-                parts.append(text * f["text_mask"][idx].unsqueeze(1).to(text.dtype))
-            if nt in self.cats:
-                codes = features[nt]["categorical"][idx]
-                parts.extend(emb(codes[:, j]) for j, emb in enumerate(self.cats[nt]))
-            if nt in self.ids:
-                parts.append(self.ids[nt](idx))
-            out[nt] = self.proj[nt](torch.cat(parts, dim=1))
-        return out
+    @classmethod
+    def from_dict(cls, d: dict) -> "GNNConfig":
+        """A config as saved by to_dict; fields it lacks (an older checkpoint) take the value that reproduces the
+        model it was saved with (LEGACY_DEFAULTS), not today's default."""
+        return cls(**{**LEGACY_DEFAULTS, **d})
 
 
 class RelationGAT(nn.Module):
@@ -242,13 +184,42 @@ class HeteroGNN(nn.Module):
         # the node's own inputs straight to the output (jumping knowledge): its text is never diluted by hops
         self.skip = nn.ModuleDict({nt: nn.Linear(cfg.hidden, cfg.out_dim) for nt in self.ntypes}) \
             if cfg.input_skip else None
-        # text residual: fixed basis (fit_text_basis) and a learned weight, starting at the norm of a BatchNorm output
+        # text residual: fixed basis (fit_text_basis) and a learned weight w = residual_scale * text_weight, at the
+        # norm of a BatchNorm output (sqrt(out_dim)) from the start, or (text_gate) learned from 0 on that scale
         self.text_types = [nt for nt in self.ntypes if cfg.use_text and cfg.text_residual and specs[nt].text_dim
                            and nt in ENTITY_TYPES]
         for nt in self.text_types:
             self.register_buffer(f"text_basis_{nt}", torch.zeros(specs[nt].text_dim, cfg.out_dim))
-        self.text_weight = nn.ParameterDict({nt: nn.Parameter(torch.tensor(float(cfg.out_dim) ** 0.5))
-                                             for nt in self.text_types})
+        self.residual_scale = float(cfg.out_dim) ** 0.5 if cfg.text_gate else 1.0
+        start = 0.0 if cfg.text_gate else float(cfg.out_dim) ** 0.5
+        self.text_weight = nn.ParameterDict({nt: nn.Parameter(torch.tensor(start)) for nt in self.text_types})
+
+    def text_gates(self) -> dict[str, dict[str, float]]:
+        """How much each node type uses its text: 'input', the RMS of the input gate (0 = closed; the text projection
+        is LayerNorm-scaled like the categorical and ID embeddings; 1.0 without the gate), and 'residual', the text
+        residual's weight over sqrt(out_dim), the norm of a BatchNorm output (0 = closed; 1.0 = the ungated start)."""
+        out = {}
+        for nt in sorted(set(self.input.text) | set(self.text_types)):
+            g = {}
+            if nt in self.input.text:
+                gate = self.input.gate[nt].detach() if nt in self.input.gate else None
+                g["input"] = 1.0 if gate is None else round(float(gate.pow(2).mean().sqrt()), 4)
+            if nt in self.text_types:
+                w = float(self.text_weight[nt].detach()) * self.residual_scale / float(self.cfg.out_dim) ** 0.5
+                g["residual"] = round(w, 4)
+            out[nt] = g
+        return out
+
+    @torch.no_grad()
+    def close_text_gates(self) -> None:
+        """Set every text gate to 0: the model then computes what it would without text (text_gate only)."""
+        if not self.cfg.text_gate:
+            raise ConfigError("close_text_gates needs a model with text_gate=True; an ungated model mixes text "
+                              "into its input weights")
+        for g in self.input.gate.values():
+            g.zero_()
+        for w in self.text_weight.values():
+            w.zero_()
 
     @torch.no_grad()
     def fit_text_basis(self, features: dict) -> None:
@@ -271,13 +242,21 @@ class HeteroGNN(nn.Module):
             for nt in types:
                 getattr(self, f"text_basis_{nt}").copy_(basis)
 
-    def text_of(self, nids: dict[str, torch.Tensor], features: dict) -> dict[str, torch.Tensor]:
-        """Raw text embeddings (zero where a node has none) of the text-residual node types in nids."""
+    def text_keep(self, nids: dict[str, torch.Tensor], features: dict) -> dict[str, torch.Tensor]:
+        """Bool per node of every text node type in nids: its text is used (has one; not dropped by text_dropout
+        while training). One draw for the input and the residual."""
+        types = sorted(set(self.input.text) | set(self.text_types))
+        return text_keep(nids, features, types, self.cfg.text_dropout, self.training)
+
+    def text_of(self, nids: dict[str, torch.Tensor], features: dict,
+                keep: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Raw text embeddings (zero where a node has none, or keep is False) of the text-residual types in nids."""
         out = {}
         for nt in self.text_types:
             if nt in nids:
                 idx = nids[nt].long()
-                out[nt] = features[nt]["text"][idx] * features[nt]["text_mask"][idx].unsqueeze(1)
+                mask = features[nt]["text_mask"][idx] if keep is None else keep[nt]
+                out[nt] = features[nt]["text"][idx] * mask.unsqueeze(1).to(features[nt]["text"].dtype)
         return out
 
     def layer(self, index: int, g, h_src: dict, h_dst: dict) -> dict:
@@ -311,7 +290,8 @@ class HeteroGNN(nn.Module):
                 x = bn(x)
             raw[nt] = x
             if t0 is not None and nt in t0:
-                x = x + self.text_weight[nt] * (t0[nt][:len(x)] @ getattr(self, f"text_basis_{nt}"))
+                w = self.text_weight[nt] * self.residual_scale
+                x = x + w * (t0[nt][:len(x)] @ getattr(self, f"text_basis_{nt}"))
             out[nt] = x
         z = {nt: F.normalize(x, dim=1) for nt, x in out.items()}
         return (z, raw) if return_raw else z
@@ -321,19 +301,21 @@ class HeteroGNN(nn.Module):
         dgl = import_dgl()
         nids = {nt: blocks[0].srcnodes[nt].data[dgl.NID] for nt in blocks[0].srctypes
                 if blocks[0].num_src_nodes(nt)}
-        h0 = h = self.input(nids, features)  # every block's dst nodes are a prefix of its src nodes
+        keep = self.text_keep(nids, features)
+        h0 = h = self.input(nids, features, keep)  # every block's dst nodes are a prefix of its src nodes
         for i, block in enumerate(blocks):
             h_dst = {nt: x[:block.num_dst_nodes(nt)] for nt, x in h.items() if block.num_dst_nodes(nt)}
             h = self.layer(i, block, h, h_dst)
-        return self.finish(h, h0=h0, t0=self.text_of(nids, features), return_raw=return_raw)
+        return self.finish(h, h0=h0, t0=self.text_of(nids, features, keep), return_raw=return_raw)
 
     def forward_full(self, graph, features: dict, *, return_raw: bool = False):
         """Every node of every type with all its neighbours, the whole graph in memory."""
         nids = {nt: torch.arange(graph.num_nodes(nt)) for nt in graph.ntypes}
-        h0 = h = self.input(nids, features)
+        keep = self.text_keep(nids, features)
+        h0 = h = self.input(nids, features, keep)
         for i in range(len(self.convs)):
             h = self.layer(i, graph, h, h)
-        return self.finish(h, h0=h0, t0=self.text_of(nids, features), return_raw=return_raw)
+        return self.finish(h, h0=h0, t0=self.text_of(nids, features, keep), return_raw=return_raw)
 
 
 class LinkDecoder(nn.Module):

@@ -9,6 +9,8 @@
                (each validation edge against one (member, job of the validation window) pair) --> AdaptiveFanout.update
     the weights of the epoch with the best mean val AUC are kept; with patience, training stops after that many
     epochs without a better one (adaptive: at its largest fanouts)
+    text_selection (text-gated models): each epoch is also validated with its text gates closed, a candidate like
+    the others: kept with its gates closed if it validates best (metrics: text_gates, text_closed)
     embed_all: layer-wise inference on the whole graph (validation edges included), member and job, unit norm
 """
 
@@ -63,6 +65,14 @@ class GraphTrainConfig:
                                                                    "window (popularity-matched); 'uniform': any job"})
     align_weight: float = field(default=1.0, metadata={"help": "weight of the alignment loss when training with "
                                                                "alignment targets (star.graph.align)"})
+    text_gate_lr: float = field(default=0.03, metadata={"help": "Adam learning rate of the text gates (text_gate "
+                                                                "models): a gate starts at 0 and Adam moves it about "
+                                                                "its lr per step, so at lr=1e-3 text would take "
+                                                                "~1000 steps to reach the other inputs' scale"})
+    text_selection: bool = field(default=True, metadata={"help": "text-gated models: validate each epoch also with "
+                                                                 "the text gates closed and keep that model if it "
+                                                                 "validates best (text that does not help on "
+                                                                 "held-out edges is switched off)"})
     eval_batch_size: int = field(default=4096, metadata={"help": "nodes per step of layer-wise inference"})
     seed: int = field(default=0, metadata={"help": "python, numpy, torch and dgl seeds"})
 
@@ -82,7 +92,8 @@ class GraphTrainConfig:
             raise ConfigError(f"align_weight={self.align_weight}: must be >= 0, e.g. 1.0")
         require_at_least("GraphTrainConfig", 1, epochs=self.epochs, batch_size=self.batch_size, neg_k=self.neg_k,
                          eval_batch_size=self.eval_batch_size)
-        require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days)
+        require_at_least("GraphTrainConfig", 0, strict=True, lr=self.lr, half_life_days=self.half_life_days,
+                         text_gate_lr=self.text_gate_lr)
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch={self.steps_per_epoch}: must be >= 1; pass --steps-per-epoch with a "
                               "value >= 1, or leave it out for full passes")
@@ -227,6 +238,13 @@ def _val_auc(decoder: LinkDecoder, z: dict, val: dict, negatives: dict) -> dict[
     return out
 
 
+def _text_closed(model: HeteroGNN) -> HeteroGNN:
+    """A copy of a text-gated model with every text gate at 0 (= what it computes without text)."""
+    closed = copy.deepcopy(model)
+    closed.close_text_gates()
+    return closed
+
+
 def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool,
            align: tuple[Aligner, dict[str, AlignTarget], float] | None = None,
            max_steps: int | None = None) -> tuple[float, int]:
@@ -273,17 +291,23 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
     aligner = Aligner(model_cfg.out_dim, {nt: t.to_dim for nt, t in align.items()}) if align else None
     if aligner:
         aligner.refit(infer(model, train_graph, mg.features, train_cfg.eval_batch_size), align)
-    opt = torch.optim.Adam([*model.parameters(), *decoder.parameters(),
-                            *(aligner.parameters() if aligner else [])], lr=train_cfg.lr)
+    gates = [*model.input.gate.values(), *model.text_weight.values()] if model_cfg.text_gate else []
+    rest = [p for p in model.parameters() if all(p is not g for g in gates)]
+    opt = torch.optim.Adam([{"params": [*rest, *decoder.parameters(), *(aligner.parameters() if aligner else [])]},
+                            {"params": gates, "lr": train_cfg.text_gate_lr}], lr=train_cfg.lr)
     adaptive = (sampling.AdaptiveFanout(start=train_cfg.adaptive_start, maximum=train_cfg.adaptive_max)
                 if train_cfg.sampler == "adaptive" else None)
     num_nodes = {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes}
     negatives = _val_negatives(val, num_nodes, train_cfg.val_negatives, train_cfg.seed)
     metrics = {"val_auc": {":".join(t): [] for t in tasks}, "mean_val_auc": [], "train_loss": [],
                "epoch_seconds": [], "steps": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
+               "text_gates": [], "mean_val_auc_text_off": [], "text_closed": False,
                "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
                "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
     best, best_state, since_best = -1.0, None, 0
+    # (with an aligner, its maps are refit to the open model's embeddings: no closed candidates)
+    selecting = (train_cfg.text_selection and model_cfg.text_gate and aligner is None
+                 and bool(len(model.input.gate) or model.text_types))
     for epoch in range(train_cfg.epochs):
         t0 = time.perf_counter()
         sampler = _sampler(train_cfg, adaptive)
@@ -307,12 +331,24 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
             metrics["val_auc"][k].append(a)
         metrics["mean_val_auc"].append(mean)
         metrics["train_loss"].append(loss)
-        log.info("epoch %d: loss %.4f, val auc %s, fanouts %s", epoch + 1, loss, aucs, sampler.fanouts)
+        metrics["text_gates"].append(model.text_gates())
+        log.info("epoch %d: loss %.4f, val auc %s, fanouts %s, text gates %s", epoch + 1, loss, aucs,
+                 sampler.fanouts, metrics["text_gates"][-1])
         since_best += 1
         if known and mean > best:
             best, best_state = mean, (copy.deepcopy(model.state_dict()), copy.deepcopy(decoder.state_dict()),
-                                      copy.deepcopy(aligner.state_dict()) if aligner else None)
+                                      copy.deepcopy(aligner.state_dict()) if aligner else None, False)
             since_best = 0
+        if selecting and known:
+            closed = _text_closed(model)
+            off = float(np.mean([a for a in _val_auc(decoder, infer(closed, train_graph, mg.features,
+                                                                    train_cfg.eval_batch_size),
+                                                     val, negatives).values() if a is not None]))
+            metrics["mean_val_auc_text_off"].append(off)
+            if off > best:
+                best, best_state = off, (copy.deepcopy(closed.state_dict()), copy.deepcopy(decoder.state_dict()),
+                                         copy.deepcopy(aligner.state_dict()) if aligner else None, True)
+                since_best = 0
         at_max = adaptive is None or adaptive.at_max
         if adaptive is not None and adaptive.update(mean if known else None):
             log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
@@ -326,7 +362,9 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         decoder.load_state_dict(best_state[1])
         if aligner:
             aligner.load_state_dict(best_state[2])
+        metrics["text_closed"] = best_state[3]
     metrics["best_mean_val_auc"] = best if best_state is not None else None
+    metrics["text_gates_kept"] = model.text_gates()
     metrics["fanout_history"] = [list(f) for f in adaptive.history] if adaptive else [list(train_cfg.fanouts)]
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     model.eval()
