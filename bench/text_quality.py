@@ -111,7 +111,7 @@ def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None
     start = next(iter(evalsets.values())).start
     model_cfg = TextModelConfig()
     train_cfg = TrainConfig(max_steps=args.steps, max_tokens=args.train_tokens, seed=args.seed, lr=args.lr,
-                            grad_accum=1, gradient_checkpointing=False)
+                            grad_accum=1, gradient_checkpointing=False, epochs=args.epochs)
     for label, hard in (("random + explicit negatives", None), (f"+ hard negatives by {args.hard_by}", args.hard_by)):
         pairs = build_trainset(target, TrainsetConfig(task="apply", end=start, hard_negatives_by=hard))
         started = time.time()
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--parts", default="A,B", help="A (frozen variants, kNN) and/or B (fine-tunes)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--lr", type=float, default=1e-3, help="LoRA learning rate")
+    ap.add_argument("--epochs", type=int, default=20, help="passes over the pairs at most (training stops at --steps)")
     ap.add_argument("--train-tokens", type=int, default=128)
     ap.add_argument("--hard-by", default="occupation_group")
     ap.add_argument("--knn-members", type=int, default=600, help="profiles in the kNN category check (A2)")

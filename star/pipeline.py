@@ -254,7 +254,9 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
     mg = build_graph(target, GraphConfig(cutoff=cutoff))
     has_text = bool(mg.text_versions)
     main = "gnn_text" if has_text else "gnn_categorical"
-    variants = tuple(evaluate.VARIANTS) if ablation else ((main, "text_cosine") if has_text else (main,))
+    # with text, GNN-categorical is trained beside it: the one that validates better is kept (keep_variant)
+    variants = tuple(evaluate.VARIANTS) if ablation else (
+        (main, "gnn_categorical", "text_cosine") if has_text else (main,))
     targets = None
     if align:
         from star.graph.align import alignment_targets
@@ -265,13 +267,17 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
     print(evaluate.format_table(report), file=sys.stderr)
     run = _run_dir(settings.graph_models)
     plot = evaluate.save_report(report, run)
-    used_cfg = trained[main].model.cfg
-    checkpoint.save(run / "model", trained[main], mg, used_cfg, train_cfg, evaluation=report)
+    kept = main if targets else evaluate.keep_variant(trained, main)  # alignment trains only `main`
+    checkpoint.save(run / "model", trained[kept], mg, trained[kept].model.cfg, train_cfg, evaluation=report)
     return {"job": "graph train", "model": str(run / "model"), "cutoff": mg.cutoff.isoformat(),
             "text_versions": mg.text_versions, "nodes": {nt: mg.graph.num_nodes(nt) for nt in mg.graph.ntypes},
-            "edges": mg.edge_counts, "variant": main,
-            "val_auc": trained[main].metrics["best_mean_val_auc"],
-            "epoch_seconds": trained[main].metrics["epoch_seconds"],
+            "edges": mg.edge_counts, "variant": kept,
+            **({"text_left_out": f"GNN-categorical validated better ({trained[kept].metrics['best_mean_val_auc']:.4f}"
+                                 f" vs {trained[main].metrics['best_mean_val_auc']:.4f} with text): the text does "
+                                 "not help on held-out edges, so the kept model does not use it"}
+               if kept != main else {}),
+            "val_auc": trained[kept].metrics["best_mean_val_auc"],
+            "epoch_seconds": trained[kept].metrics["epoch_seconds"],
             **({"align": trained[main].align, "align_cos": trained[main].metrics["align_cos"][-1:]}
                if targets else {}),
             "later_window": {r["variant"]: r["tasks"] for r in report["rows"]}, "plot": str(plot),

@@ -276,8 +276,10 @@ def test_pipeline_train_then_embed_records_lineage(target, tiny_encoder, tmp_pat
     settings = Settings.from_env()
     _market(target, tiny_encoder)
     trained = graph_train(target, eval_days=14, model_cfg=SMALL, train_cfg=FAST, settings=settings, progress=False)
-    assert set(trained["later_window"]) == {"gnn_text", "text_cosine"} and trained["text_versions"] == {
-        "member": 1, "job": 1}
+    assert set(trained["later_window"]) == {"gnn_text", "gnn_categorical", "text_cosine"}
+    assert trained["text_versions"] == {"member": 1, "job": 1}
+    # the kept variant is the one that validated better; leaving text out is said
+    assert (trained["variant"] == "gnn_categorical") == ("text_left_out" in trained)
     embedded = graph_embed(target, settings=settings, progress=False)
     assert embedded["model"] == trained["model"]
     assert embedded["materialized"] == ["member_graph_embedding_v1", "job_graph_embedding_v1"]
@@ -294,3 +296,16 @@ def test_pipeline_train_then_embed_records_lineage(target, tiny_encoder, tmp_pat
     second = graph_embed(target, settings=settings, progress=False)
     assert [f["version"] for f in second["families"]] == [2, 2]
     assert second["families"][0]["compat_map"]["to_version"] == 1
+
+
+def test_graph_train_keeps_the_categorical_gnn_when_text_validates_worse():
+    from types import SimpleNamespace
+
+    def run(auc):
+        return SimpleNamespace(metrics={"best_mean_val_auc": auc})
+
+    assert evaluate.keep_variant({"gnn_text": run(0.70), "gnn_categorical": run(0.68)}, "gnn_text") == "gnn_text"
+    assert evaluate.keep_variant({"gnn_text": run(0.66), "gnn_categorical": run(0.68)}, "gnn_text") == \
+        "gnn_categorical"
+    assert evaluate.keep_variant({"gnn_text": run(None), "gnn_categorical": run(0.6)}, "gnn_text") == "gnn_categorical"
+    assert evaluate.keep_variant({"gnn_categorical": run(0.6)}, "gnn_categorical") == "gnn_categorical"

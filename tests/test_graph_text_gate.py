@@ -21,6 +21,8 @@ def one_thread():
 
 
 def _model(mg, seed: int = 0, **kw) -> HeteroGNN:
+    """A small model, text-gated unless told otherwise (the gate is an option; the default is ungated)."""
+    kw.setdefault("text_gate", True)
     torch.manual_seed(seed)
     model = HeteroGNN(small_cfg(**kw), input_specs(mg), mg.graph.canonical_etypes)
     model.fit_text_basis(mg.features)
@@ -67,7 +69,7 @@ def test_the_gates_get_a_gradient_and_open_only_by_training():
 
 def test_training_records_the_gates_and_closing_them_removes_the_text():
     mg = tiny_market(seed=2, members=30, jobs=10)
-    res = train_gnn(mg, small_cfg(), GraphTrainConfig(epochs=3, batch_size=8, sampler="uniform", fanouts=(3, 3),
+    res = train_gnn(mg, small_cfg(text_gate=True), GraphTrainConfig(epochs=3, batch_size=8, sampler="uniform", fanouts=(3, 3),
                                                       lr=1e-2), progress=False)
     gates = res.metrics["text_gates"]
     assert len(gates) == 3 and gates[-1]["member"]["input"] > 0 and gates[-1]["job"]["residual"] != 0

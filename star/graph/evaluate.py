@@ -157,6 +157,16 @@ def _text_scorer(mg):
     return scorer
 
 
+def keep_variant(trained: dict, main: str) -> str:
+    """The variant `star graph train` keeps: GNN + text, unless GNN-categorical (trained beside it on the same
+    split) validated better — text that does not help on held-out edges is left out, so the kept model is never
+    below the categorical one on validation."""
+    if main != "gnn_text" or "gnn_categorical" not in trained:
+        return main
+    text, cat = (trained[v].metrics.get("best_mean_val_auc") for v in ("gnn_text", "gnn_categorical"))
+    return "gnn_categorical" if cat is not None and (text is None or cat > text) else main
+
+
 def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, days: float,
              variants: tuple[str, ...] = tuple(VARIANTS), negatives: int = 5, align: dict | None = None,
              progress: bool = True) -> tuple[dict, dict]:

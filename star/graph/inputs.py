@@ -1,10 +1,10 @@
 """Node inputs of the graph model: what each node type feeds the first GAT layer.
 
-    text_gate (default)   h = Linear([categorical embeddings | ID embedding]) + g * LayerNorm(Linear(text))
+    text_gate=False       h = Linear([LayerNorm(Linear(text)) | categorical | ID])  (the default)
+    text_gate=True        h = Linear([categorical embeddings | ID embedding]) + g * LayerNorm(Linear(text))
                           g: one learned weight per hidden dimension, initialised at 0 -> at initialisation the
                           model computes exactly what it computes without text (the text modules draw their
                           initial weights from a forked RNG, so the other weights are those of the text-free model)
-    text_gate=False       h = Linear([LayerNorm(Linear(text)) | categorical | ID])  (the model before the gate)
     text_dropout p        while training, a node's whole text is dropped (as if it had none) with probability p
 """
 

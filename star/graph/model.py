@@ -1,12 +1,13 @@
 """The STAR graph model (paper §4): node inputs -> heterogeneous GAT encoder -> per-task link decoders.
 
     MarketGraph.features[ntype]  text (n, d) | categorical codes (n, k) | node index (learned ID)
-        --NodeInput (star.graph.inputs): Linear(categorical | ID) + g * text projection (g learned from 0)
+        --NodeInput (star.graph.inputs): Linear(text projection | categorical | ID), or with text_gate
+          Linear(categorical | ID) + g * text projection (g learned from 0)
     HeteroGNN: `layers` x RelationGAT (= HeteroGraphConv({canonical etype: GATConv}, sum)) + a self term W_self h_dst
         (the target node attending to itself), LeakyReLU between layers,
         + a projection of the node's own inputs (input_skip), BatchNorm1d per node type,
         + w * (own text @ P) for members and jobs (text_residual; P = the texts' top principal axes, fixed;
-          w learned from 0 with text_gate),
+          w from sqrt(out_dim), or learned from 0 with text_gate),
         L2-normalised out_dim output
         forward(blocks, x)         sampled message flow graphs (training)
         forward_full(graph, x)     every neighbour, whole graph at once (small graphs, tests)
@@ -63,12 +64,15 @@ class GNNConfig:
                                                                 "axes (fixed), to its output with a learned weight: "
                                                                 "the GNN starts from text similarity and learns what "
                                                                 "the graph adds"})
-    text_gate: bool = field(default=True, metadata={"help": "text enters through gates learned from 0 (per "
-                                                            "hidden dimension on the input, the residual weight): "
-                                                            "at initialisation the model is the text-free one, and "
-                                                            "text enters as far as it helps; False = the model "
-                                                            "before the gate (text concatenated into the input, "
-                                                            "residual weight from sqrt(out_dim))"})
+    text_gate: bool = field(default=False, metadata={"help": "text enters through gates learned from 0 (per "
+                                                             "hidden dimension on the input, the residual weight): "
+                                                             "at initialisation the model is the text-free one; "
+                                                             "off by default: on a small market the gates stayed "
+                                                             "shut and lost the gain good text gives (measured, "
+                                                             "docs/graph-embeddings.md); the default text path is "
+                                                             "concatenation + a residual from text similarity, and "
+                                                             "`star graph train` keeps GNN-categorical instead when "
+                                                             "it validates better"})
     text_dropout: float = field(default=0.0, metadata={"help": "while training, drop a node's whole text (input "
                                                                "and residual) with this probability"})
     l2_reg: float = field(default=1e-5, metadata={"help": "weight of mean |z|^2 of the final embeddings before "
