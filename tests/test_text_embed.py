@@ -188,14 +188,25 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(target, tmp_path, tiny_di
         TextEncoder(TextModelConfig(model_dir=str(tmp_path / "nowhere")))
 
 
-def test_long_texts_are_truncated_and_counted(target, tmp_path, tiny_dir):
+def test_long_texts_are_chunked_counted_and_the_chunking_is_part_of_the_version(target, tmp_path, tiny_dir):
     data = tiny_market.frames()
     data["texts"].loc[4, "text"] = "nurse " * 400
     load(target, {k: frame(v, f"{k}.csv") for k, v in data.items()})
-    short = TextEncoder(TextModelConfig(model_dir=tiny_dir, max_length={"job": 32, "member": 32, "resume": 32},
-                                        precision="fp32"))
+
+    def encoder(**cfg):
+        return TextEncoder(TextModelConfig(model_dir=tiny_dir, precision="fp32", window=64, **{"overlap": 16, **cfg}))
+
+    short = encoder(max_length={"job": 32, "member": 32, "resume": 32})
     result = embed_texts(target, short, EmbedConfig(entities=("job",)), progress=False)[0]
-    assert (result["embedded"], result["truncated"]) == (2, 1)
+    assert (result["embedded"], result["truncated"], result["max_chunks"]) == (2, 1, 1)
+    whole = embed_texts(target, encoder(), EmbedConfig(entities=("job",)), progress=False)[0]
+    assert (whole["version"], whole["new_version"], whole["truncated"]) == (2, True, 0)
+    assert whole["max_chunks"] >= 400 // 62 and whole["chunks"] == whole["max_chunks"] + 1  # windows of 62 tokens
+    # another overlap is another chunking: a new version, never rows of two chunkings in one
+    other = embed_texts(target, encoder(overlap=8), EmbedConfig(entities=("job",)), progress=False)[0]
+    assert (other["version"], other["new_version"], other["embedded"]) == (3, True, 2)
+    again = embed_texts(target, encoder(overlap=8), EmbedConfig(entities=("job",)), progress=False)[0]
+    assert (again["version"], again["new_version"], again["embedded"]) == (3, False, 0)  # the hash skip
 
 
 def test_sql_similarity_uses_hnsw_and_finds_the_matching_job(target):
