@@ -128,7 +128,8 @@ def fine_tune(target, evalsets: dict, args, report: dict, workdir: Path) -> None
                  "frozen_val_auc": rows["frozen_head"]["val_auc"], "tuned_val_auc": rows["bce+contrastive"]["val_auc"],
                  "relative": rows["bce+contrastive"]["relative_to_frozen"],
                  "frozen_cosine_auc": rows["frozen_head"]["val_auc_cosine"],
-                 "tuned_cosine_auc": rows["bce+contrastive"]["val_auc_cosine"], "steps": rows["bce+contrastive"]["steps"],
+                 "tuned_cosine_auc": rows["bce+contrastive"]["val_auc_cosine"],
+                 "steps": rows["bce+contrastive"]["steps"],
                  "seconds_per_step": rows["bce+contrastive"]["seconds_per_step"], "later_window": later,
                  "seconds": round(time.time() - started, 1)}
         report["B"].append(entry)

@@ -181,7 +181,8 @@ def text_train(
                                                             "query,value for BERT-like, q_proj,v_proj for decoders)"),
     max_length: Optional[int] = typer.Option(None, help="token budget per text, every kind (default: member 2048, "
                                                         "job 1024); longer texts are cut, shorter ones embedded whole"),
-    window: Optional[int] = typer.Option(None, help="tokens per window (default: the length the model was trained for, MiniLM 256)"),
+    window: Optional[int] = typer.Option(None, help="tokens per window (default: the length the model was trained "
+                                                    "for, MiniLM 256)"),
     overlap: int = typer.Option(64, help="tokens shared by consecutive windows of a long text"),
     train_tokens: Optional[int] = typer.Option(None, help="cut texts to this many tokens while fine-tuning (a CPU "
                                                           "budget); validation and embedding use the whole budget"),

@@ -69,8 +69,8 @@ def test_the_gates_get_a_gradient_and_open_only_by_training():
 
 def test_training_records_the_gates_and_closing_them_removes_the_text():
     mg = tiny_market(seed=2, members=30, jobs=10)
-    res = train_gnn(mg, small_cfg(text_gate=True), GraphTrainConfig(epochs=3, batch_size=8, sampler="uniform", fanouts=(3, 3),
-                                                      lr=1e-2), progress=False)
+    train_cfg = GraphTrainConfig(epochs=3, batch_size=8, sampler="uniform", fanouts=(3, 3), lr=1e-2)
+    res = train_gnn(mg, small_cfg(text_gate=True), train_cfg, progress=False)
     gates = res.metrics["text_gates"]
     assert len(gates) == 3 and gates[-1]["member"]["input"] > 0 and gates[-1]["job"]["residual"] != 0
     assert len(res.metrics["mean_val_auc_text_off"]) == 3

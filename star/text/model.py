@@ -135,7 +135,8 @@ class TextEncoder(nn.Module):
         chunks = self._tokenize(texts, kind, budget=budget)
         sums, counts = self._embed_chunks(chunks, np.arange(len(chunks.ids)))
         text = torch.as_tensor(chunks.text, device=sums.device)
-        total = torch.zeros(chunks.n_texts, sums.shape[1], device=sums.device, dtype=sums.dtype).index_add(0, text, sums)
+        total = torch.zeros(chunks.n_texts, sums.shape[1], device=sums.device, dtype=sums.dtype)
+        total = total.index_add(0, text, sums)
         weight = torch.zeros(chunks.n_texts, device=sums.device, dtype=sums.dtype).index_add(0, text, counts)
         return F.normalize(total / weight.clamp(min=1e-9).unsqueeze(1), dim=-1)
 
