@@ -11,7 +11,7 @@ B: fine-tunes on the pairs before that window (`star text train`'s compare: froz
    head, the paper's baseline; bce+contrastive = LoRA), without and with `--hard-negatives-by`, at the same step
    budget; validation AUC relative to frozen (the Table-2 analogue), then each adapter's cosine on the later window.
 --noisy replaces every text by a random other entity's (texts carry no signal: the control market).
-Writes bench/results/text_quality[_noisy].{json,md} (a part not run keeps the file's earlier result); prints one
+Writes bench/results/text_quality[_short][_noisy].{json,md} (a part not run keeps the file's earlier result); prints one
 JSON line per measurement.
 """
 
@@ -199,7 +199,8 @@ def main() -> None:
     command = "python bench/text_quality.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k.replace('_', '-')}"
         for k, v in vars(args).items() if v not in (False, None))
-    stem = RESULTS / ("text_quality_noisy" if args.noisy else "text_quality")
+    stem = RESULTS / ("text_quality" + ("_short" if args.text_length == "short" else "") + ("_noisy" if args.noisy
+                                                                                              else ""))
     earlier = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}
     commands = {**earlier.get("commands", {}), **dict.fromkeys(parts, command)}
     report = {"market": market, "commands": commands, "A": earlier.get("A", {}), "A2": earlier.get("A2"),
