@@ -34,8 +34,10 @@ def split_by_rows(df: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, 
 
 
 def heldout(ranker: Ranker, df: pd.DataFrame) -> pd.DataFrame:
-    """The complete rows (no missing value) of df at or after the ranker's training cut: its held-out rows."""
-    return df[df["event_timestamp"] >= pd.Timestamp(ranker.metrics["cut"])].dropna().reset_index(drop=True)
+    """The complete rows (no missing feature of the ranker) of df at or after its training cut: its held-out rows.
+    Other columns may be empty (e.g. `negative_source` is None on positives)."""
+    later = df[df["event_timestamp"] >= pd.Timestamp(ranker.metrics["cut"])]
+    return later.dropna(subset=[column(r) for r in ranker.cfg.refs]).reset_index(drop=True)
 
 
 def auc(ranker: Ranker, df: pd.DataFrame) -> float:
