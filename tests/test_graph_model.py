@@ -16,18 +16,11 @@ from star.graph import sampling
 from star.graph.dgl_compat import import_dgl
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, NodeInput, RelationGAT, input_specs
 from star.graph.train import GraphTrainConfig, embed_all, infer, split_by_time, train_gnn
+from tests.text_models import one_thread  # noqa: F401  (autouse fixture)
 
 dgl = import_dgl()
 DAY = 86400.0
 APPLY, VIEW = ("member", "apply", "job"), ("member", "view", "job")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_market(seed: int = 0, members: int = 12, jobs: int = 6, skills: int = 4):

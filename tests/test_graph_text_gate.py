@@ -10,14 +10,7 @@ from star.errors import ConfigError
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, input_specs
 from star.graph.train import GraphTrainConfig, infer, train_gnn
 from tests.test_graph_model import APPLY, VIEW, small_cfg, tiny_market
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.text_models import one_thread  # noqa: F401  (autouse fixture)
 
 
 def _model(mg, seed: int = 0, **kw) -> HeteroGNN:
