@@ -28,7 +28,7 @@ def token_lengths(texts: list[str]) -> np.ndarray:
 
 def main() -> None:
     from star.data.synthetic import generate
-    from star.data.synthetic_text import TEXT_LENGTHS
+    from star.data.synthetic_drafts import TEXT_LENGTHS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=2000)

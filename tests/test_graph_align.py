@@ -1,5 +1,6 @@
-"""BC-Aligner-style joint training (star.graph.align): the loss, point-in-time targets from the old models, the map
-stored with the new vintage, chains through earlier maps, on a real Postgres with real DGL models."""
+"""BC-Aligner-style joint training (model: star.graph.aligner, job: star.graph.align): the loss, point-in-time
+targets from the old models, the map stored with the new vintage, chains through earlier maps, on a real Postgres
+with real DGL models."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from star import db
 from star.errors import ConfigError
-from star.graph import align, checkpoint
+from star.graph import align, aligner, checkpoint
 from star.graph.build import GraphConfig, build_graph
 from star.graph.embed import data_end, embed_graph
 from star.graph.model import GNNConfig
@@ -25,7 +26,7 @@ FAST = GraphTrainConfig(epochs=3, batch_size=64, sampler="uniform", fanouts=(5, 
 
 
 def test_loss_is_the_squared_error_through_every_earlier_map():
-    a = align.Aligner(2, {"member": 2})
+    a = aligner.Aligner(2, {"member": 2})
     with torch.no_grad():
         a.maps["member"].weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
         a.maps["member"].bias.zero_()
@@ -33,14 +34,14 @@ def test_loss_is_the_squared_error_through_every_earlier_map():
     z1 = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0]])  # node 0 lacks a v1 vector (mask False)
     c = torch.tensor([[0.0, 1.0]])  # v1 -> v0: second coordinate, + 1
     z0 = torch.tensor([[0.0], [3.0], [5.0]])
-    t = align.AlignTarget(family="member_graph_embedding", to_version=1, to_dim=2, steps=[
+    t = aligner.AlignTarget(family="member_graph_embedding", to_version=1, to_dim=2, steps=[
         (1, None, None, z1, torch.tensor([False, True, True])),
         (0, c, torch.tensor([1.0]), z0, torch.tensor([True, True, True]))])
     nids = {"member": torch.tensor([1, 2])}
     # mapped: [2, 0], [0, 1]; v1 error: |[2,0]-[2,0]|^2 = 0, |[0,1]-[0,1]|^2 = 0 -> 0
     # v0: C mapped + 1 = [1], [2] vs [3], [5] -> (4 + 9) / 2
     assert float(a.loss(z, nids, {"member": t})) == pytest.approx(6.5)
-    assert a.loss(z, {"member": torch.tensor([0, 0])}, {"member": align.AlignTarget(
+    assert a.loss(z, {"member": torch.tensor([0, 0])}, {"member": aligner.AlignTarget(
         family="f", to_version=1, to_dim=2, steps=[(1, None, None, z1, torch.tensor([False, True, True]))])}) is None
 
 

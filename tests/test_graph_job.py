@@ -13,7 +13,7 @@ import torch
 
 from star import db
 from star.errors import ConfigError
-from star.graph import checkpoint, evaluate
+from star.graph import checkpoint, evaluate, sampling
 from star.graph.build import GraphConfig, build_graph
 from star.graph.embed import GraphEmbedConfig, data_end, embed_graph
 from star.graph.model import GNNConfig
@@ -137,10 +137,10 @@ def test_window_pairs_and_cold_start_cohort(target):
     assert got == sorted(known) and len(known) > 0
     assert neg.shape == (len(src), 5) and set(neg.flatten().tolist()) <= set(dst.tolist())  # jobs of the window
     assert not (neg == dst.unsqueeze(1)).any()  # never the positive's own job
-    skewed = evaluate.draw_negatives(np.array([0] * 95 + [1] * 5), np.zeros(200, np.int64), 3,
+    skewed = sampling.draw_negatives(np.array([0] * 95 + [1] * 5), np.zeros(200, np.int64), 3,
                                      np.random.default_rng(0))
     assert (skewed == 1).all()  # one job gets 95 % of the window: every negative is the other one
-    assert (evaluate.draw_negatives(np.array([4]), np.array([4, 4]), 2, np.random.default_rng(0)) == 4).all()
+    assert (sampling.draw_negatives(np.array([4]), np.array([4, 4]), 2, np.random.default_rng(0)) == 4).all()
     cold = evaluate.cold_start_members(mg)
     for i, member in enumerate(mg.node_ids["member"].tolist()):
         assert bool(cold[i]) == (counts.get(member, 0) <= 1)

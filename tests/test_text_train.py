@@ -16,7 +16,7 @@ from star.errors import TextInputError  # noqa: E402
 from star.text.config import TextModelConfig, TrainConfig  # noqa: E402
 from star.text.evaluate import compare, format_table  # noqa: E402
 from star.text.model import load_model  # noqa: E402
-from star.text.train import balance, lr_factor, roc_auc, split_by_time, train, warmup_steps  # noqa: E402
+from star.text.train import balance, lr_factor, split_by_time, train, warmup_steps  # noqa: E402
 from tests.text_models import one_thread, tiny_decoder  # noqa: E402, F401  (one_thread: autouse fixture)
 
 TOPICS = {
@@ -100,12 +100,6 @@ def test_warmup_is_inversely_proportional_to_the_effective_batch():
     factors = [lr_factor(s, warmup=3, total=10) for s in range(10)]
     assert factors[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0]) and factors[-1] == pytest.approx(1 / 7)
     assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
-
-
-def test_rank_auc_by_hand():
-    # pairs (pos, neg): (.9, .9) tie = 0.5, (.9, .1) = 1, (.3, .9) = 0, (.3, .1) = 1 -> 2.5 / 4
-    assert roc_auc([1, 0, 1, 0], [0.9, 0.9, 0.3, 0.1]) == pytest.approx(0.625)
-    assert roc_auc([1, 1], [0.2, 0.3]) is None
 
 
 def test_training_lowers_the_loss_and_saves_a_complete_checkpoint(tmp_path, tiny_dir):

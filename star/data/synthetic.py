@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from star.data.synthetic_frames import EMPLOYMENT, edge_frame, job_frame, member_frame, ts
 from star.data.synthetic_frames import write_dir  # noqa: F401  (re-exported: star.data.synthetic.write_dir)
 from star.data.synthetic_limits import check_size
-from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, TEXT_LENGTHS, company_name, node_frame, write_texts
+from star.data.synthetic_drafts import TEXT_LENGTHS, node_frame, write_texts
+from star.data.synthetic_text import CITIES, N_COMPANY_NAMES, company_name
 from star.data.taxonomy import load_taxonomy
 from star.errors import ConfigError, require_at_least
 

@@ -25,7 +25,7 @@ import torch
 
 from star.errors import StarError
 from star.graph.config import GraphConfig
-from star.graph.align import Aligner
+from star.graph.aligner import Aligner
 from star.graph.features import positions
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, NodeSpec, input_specs
 from star.graph.train import GraphTrainConfig

@@ -6,8 +6,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from star.data.format import ENTITIES
+from star.common import ENTITIES
 from star.errors import ConfigError, StarError
+
+# the embedding family each entity type's graph vectors are published as
+FAMILIES = {"member": "member_graph_embedding", "job": "job_graph_embedding"}
 
 
 class GraphBuildError(StarError):

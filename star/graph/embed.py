@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from star.config import DbTarget
 from star.db import connect
 from star.errors import ConfigError
+from star.graph.config import FAMILIES
 
-FAMILIES = {"member": "member_graph_embedding", "job": "job_graph_embedding"}
 
 DATA_END = """
 SELECT greatest((SELECT max(event_timestamp) FROM star.interactions),

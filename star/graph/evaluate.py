@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from star.common import roc_auc
 from star.config import DbTarget
 from star.db import connect
 from star.errors import ConfigError
 from star.graph.features import positions
 from star.graph.model import GNNConfig
+from star.graph.sampling import draw_negatives
 from star.graph.train import GraphTrainConfig, infer, train_gnn
-from star.text.train import roc_auc
 
 __all__ = ["VARIANTS", "ablation", "cold_start_members", "format_table", "plot", "save_report", "score",
            "window_pairs"]
@@ -54,28 +55,6 @@ WHERE event_timestamp > %(start)s AND event_timestamp <= %(end)s AND relation = 
 ORDER BY event_timestamp, member_id, job_id
 """
 SPAN = "SELECT min(event_timestamp), max(event_timestamp) FROM star.interactions WHERE relation = ANY(%(relations)s)"
-
-
-def draw_negatives(pool: np.ndarray, dst: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
-    """(len(dst), k) jobs drawn from `pool` (as often as they occur there), none equal to its row's positive job
-    while the pool holds another one: a negative that is the positive itself scores a tie and pulls the AUC to 0.5
-    (on a market where few jobs get most interactions, a third of the draws)."""
-    if len(pool) == 0:
-        return np.zeros((len(dst), k), np.int64)
-    dst = np.asarray(dst).reshape(-1, 1)
-    neg = pool[gen.integers(0, len(pool), (len(dst), k))]
-    for _ in range(8):  # redraw the clashes: rejection sampling = drawing from the pool without that job
-        same = neg == dst
-        if not same.any():
-            return neg
-        neg[same] = pool[gen.integers(0, len(pool), int(same.sum()))]
-    same = neg == dst
-    for job in np.unique(np.broadcast_to(dst, same.shape)[same]):  # the few jobs that dominate the pool
-        rest = pool[pool != job]
-        cells = same & (dst == job)
-        if len(rest):
-            neg[cells] = rest[gen.integers(0, len(rest), int(cells.sum()))]
-    return neg
 
 
 def window_pairs(target: DbTarget, mg, tasks: list[EType], days: float, *, seed: int = 0,

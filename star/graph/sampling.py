@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from star.errors import ConfigError
@@ -153,3 +154,25 @@ def edge_loader(mg, tasks, sampler, batch_size: int, neg_k: int, train_eids: dic
     dgl.seed(seed)           # and samples neighbours with dgl's own
     return dgl.dataloading.DataLoader(g, eids, wrapped, batch_size=batch_size, shuffle=shuffle, drop_last=False,
                                       num_workers=0)
+
+
+def draw_negatives(pool: np.ndarray, dst: np.ndarray, k: int, gen: np.random.Generator) -> np.ndarray:
+    """(len(dst), k) jobs drawn from `pool` (as often as they occur there), none equal to its row's positive job
+    while the pool holds another one: a negative that is the positive itself scores a tie and pulls the AUC to 0.5
+    (on a market where few jobs get most interactions, a third of the draws)."""
+    if len(pool) == 0:
+        return np.zeros((len(dst), k), np.int64)
+    dst = np.asarray(dst).reshape(-1, 1)
+    neg = pool[gen.integers(0, len(pool), (len(dst), k))]
+    for _ in range(8):  # redraw the clashes: rejection sampling = drawing from the pool without that job
+        same = neg == dst
+        if not same.any():
+            return neg
+        neg[same] = pool[gen.integers(0, len(pool), int(same.sum()))]
+    same = neg == dst
+    for job in np.unique(np.broadcast_to(dst, same.shape)[same]):  # the few jobs that dominate the pool
+        rest = pool[pool != job]
+        cells = same & (dst == job)
+        if len(rest):
+            neg[cells] = rest[gen.integers(0, len(rest), int(cells.sum()))]
+    return neg

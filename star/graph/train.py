@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from star.common import roc_auc, seed_run
 from star.errors import ConfigError, require_at_least
 from star.graph import sampling
-from star.graph.align import AlignTarget, Aligner, cosine_report
+from star.graph.aligner import AlignTarget, Aligner, cosine_report
 from star.graph.dgl_compat import import_dgl
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, input_specs, l2_penalty
-from star.text.train import roc_auc, seed_everything
 
 __all__ = ["GraphTrainConfig", "GraphTrainResult", "embed_all", "split_by_time", "train_gnn"]
 
@@ -212,14 +212,12 @@ def _val_negatives(val: dict, num_nodes: dict, mode: str, seed: int) -> dict[ETy
     interacted with in the validation window: popularity and recency are then equal on both sides and the AUC
     measures matching. 'uniform': any job, which rewards knowing which jobs are new and open. Never the edge's own
     job."""
-    from star.graph.evaluate import draw_negatives
-
     gen = np.random.default_rng(seed)
     pool = torch.cat([dst for _, dst in val.values()]).numpy()
     out = {}
     for t, (_, dst) in val.items():
         jobs = pool if mode == "window" else np.arange(num_nodes[t[2]])
-        out[t] = torch.from_numpy(draw_negatives(jobs, dst.numpy(), 1, gen)[:, 0])
+        out[t] = torch.from_numpy(sampling.draw_negatives(jobs, dst.numpy(), 1, gen)[:, 0])
     return out
 
 
@@ -280,7 +278,7 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
     model (BC-Aligner), weighted by train_cfg.align_weight."""
     dgl = import_dgl()
     started = time.perf_counter()
-    seed_everything(train_cfg.seed)
+    seed_run(train_cfg.seed)
     dgl.seed(train_cfg.seed)
     tasks = _tasks(mg.graph, train_cfg.tasks)
     train_graph, cut_ts, train_eids, val = split_by_time(mg.graph, tasks, train_cfg.val_fraction)

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from star.common import roc_auc, seed_run
 from star.ranker.config import RankerConfig, RankerError, column
 from star.ranker.model import Ranker, score, vectors
-from star.text.train import roc_auc
 
 
 def split_by_rows(df: pd.DataFrame, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp]:
@@ -67,7 +67,7 @@ def train_ranker(df: pd.DataFrame, cfg: RankerConfig, *, progress: bool = False)
                           "; embed those vintages (star text embed / graph embed) before building the training set")
     kept = df[ok]
     train, val, cut = split_by_rows(kept, cfg.val_fraction)
-    torch.manual_seed(cfg.seed)
+    seed_run(cfg.seed)
     ranker = Ranker(cfg, dims=dims, vocab=build_vocab(train, cfg))
     member, job, cats, _ = ranker.inputs(train)
     labels = torch.tensor(train["label"].to_numpy(), dtype=torch.float32)

@@ -3,6 +3,7 @@ families' shared locks, then the registry learns which views Feast now serves.
 
     star.embedding_versions --catalog.published_views--> Feast objects --apply--> Feast registry + online tables
     offline source rows --materialize (shared family locks)--> online rows --embeddings.mark_online--> registry
+    serve_pending: apply + materialize the views whose rows Feast does not serve yet (a killed job's, or new ones)
 """
 
 from __future__ import annotations
@@ -53,3 +54,16 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
             conn.commit()
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
             **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
+
+
+def serve_pending(target: DbTarget, families: list[str], settings: Settings | None) -> list[str]:
+    """Apply and materialize the families' views whose rows Feast does not serve yet (online_pending: written by
+    the running job, or left by a killed one); a new vintage is published by that materialize. Returns them."""
+    from star.store import embeddings
+
+    with db.connect(target) as conn:
+        pending = embeddings.online_pending(conn, families)
+    if pending:
+        apply_features(target, settings)
+        materialize(target, settings=settings, feature_views=pending)
+    return pending

@@ -13,7 +13,6 @@ bce (LoRA + head, BCE), bce+contrastive (BCE + lambda_c * semi-hard in-batch tri
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from star.common import roc_auc, seed_run
 from star.errors import TextInputError
 from star.text.config import TextModelConfig, TrainConfig
 from star.text.losses import bce_loss, semi_hard_triplet_loss
@@ -111,25 +111,6 @@ def lr_factor(step: int, *, warmup: int, total: int) -> float:
     return max(total - step, 1) / max(total - warmup, 1)
 
 
-def roc_auc(labels, scores) -> float | None:
-    """Rank-based ROC AUC (Mann-Whitney U, ties get average ranks); None when only one class is present."""
-    y, s = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    uniq, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    avg_rank = ends - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    ranks = avg_rank[inverse]
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train(pairs: pd.DataFrame, *, model_cfg: TextModelConfig, train_cfg: TrainConfig, out_dir: str | Path,
           progress: bool = True) -> TrainResult:
     """Train one mode on `pairs`, evaluate AUC on the latest window, save into out_dir (see module docstring)."""
@@ -137,7 +118,7 @@ def train(pairs: pd.DataFrame, *, model_cfg: TextModelConfig, train_cfg: TrainCo
     df, dropped = prepare(pairs)
     train_df, val_df, cut = split_by_time(df, train_cfg.val_fraction)
     rows = balance(train_df, neg_per_pos=train_cfg.neg_per_pos, seed=train_cfg.seed)
-    seed_everything(train_cfg.seed)
+    seed_run(train_cfg.seed)
     device = resolve_device(train_cfg.device)
     effective = 1 * train_cfg.per_device_batch * train_cfg.grad_accum  # one device: no DDP here
     micro_total = train_cfg.epochs * math.ceil(len(rows) / train_cfg.per_device_batch)

@@ -19,6 +19,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from star.common import ridge_solve
 from star.errors import StarError
 
 # FIELD-NOTES: a held-out mean cosine >= 0.97 took >= 2k shared entities (500 -> 0.942, 2k -> 0.977).
@@ -92,20 +93,6 @@ def metrics(pred: np.ndarray, y: np.ndarray) -> dict:
     r = {"r2": 1 - sse / sst if sst > 0 else None, "cos_mean": cos.mean(), "cos_p5": np.percentile(cos, 5),
          "cos_min": cos.min(), "l2_mean": np.linalg.norm(pred - y, axis=1).mean()}
     return {**{k: None if v is None else round(float(v), 6) for k, v in r.items()}, "n": len(y)}
-
-
-def ridge_solve(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Ridge normal equations on [x, 1]; the penalty is ridge × mean diagonal of xᵀx, never on the bias column."""
-    a = np.hstack([x, np.ones((len(x), 1))]) if bias else x
-    g = a.T @ a
-    d = x.shape[1]
-    g[np.arange(d), np.arange(d)] += ridge * np.trace(g[:d, :d]) / d
-    rhs = a.T @ y
-    try:
-        beta = np.linalg.solve(g, rhs)
-    except np.linalg.LinAlgError:  # singular (e.g. ridge=0 with fewer rows than dims): minimum-norm solution
-        beta = np.linalg.lstsq(g, rhs, rcond=None)[0]
-    return beta[:d].T, (beta[d] if bias else None)
 
 
 def fit(x_new: np.ndarray, y_old: np.ndarray, *, family: str, from_version: int, to_version: int,

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from star.common import roc_auc
 from star.errors import StarError
 from star.versions.compat import CompatMap
 
@@ -96,7 +97,6 @@ def gate_report(ranker, df_native: pd.DataFrame, df_translated: pd.DataFrame, *,
     """The ranker's AUC on the same held-out rows with native vs translated vectors (rows scored in both).
     `df_unmapped`: the same rows with the new vectors unmapped (a baseline, possible when the dims are equal)."""
     from star.ranker.model import score
-    from star.text.train import roc_auc
 
     _same_rows(df_native, df_translated)
     native, translated = score(ranker, df_native), score(ranker, df_translated)

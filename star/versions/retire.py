@@ -221,13 +221,15 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
            settings: Settings | None = None) -> dict:
     """Retire a vintage and keep serving it from `source` (default: the newest published) through the map.
     Refused when `source` lacks vectors for some of its current entities, unless drop_uncovered."""
-    from star.versions.pending import finish_pending
     from star.store.locks import family_lock
+    from star.store.serving import serve_pending
 
     with family_lock(target, [family]):
         with connect(target) as conn:
             version_row(conn, family, version)  # an error naming the family's vintages when it does not exist
-        finished = finish_pending(target, [family], settings)  # what killed jobs left, this retire's included
+        finished = finish_retires(target, [family], settings)  # what killed jobs left, this retire's included
+        served = serve_pending(target, [family], settings)  # (star.versions.pending.finish_pending's two steps)
+        finished += [{"step": "serve", "feature_views": served}] if served else []
         resumed = [f for f in finished if f.get("version") == version]
         with connect(target, autocommit=True) as conn:
             todo = version_row(conn, family, version)["status"] != "retired"
