@@ -30,8 +30,8 @@ import psycopg
 from psycopg import sql
 
 from star import db
+from star.common import ID_COLUMN
 from star.config import REPO_ROOT
-from star.data.format import ID_COLUMN
 
 if TYPE_CHECKING:
     from tests.fault_probes import Probe

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from star.common import ENTITIES, ID_COLUMN
 from star.data.reading import Frame
 from star.errors import IngestError
 
-ENTITIES = ("member", "job")
-ID_COLUMN = {"member": "member_id", "job": "job_id"}
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 # Column names the feature views use themselves; a categorical column may not take them.
 RESERVED = {"member_id", "job_id", "valid_from", "event_timestamp", "created", "entity", "entity_id"}

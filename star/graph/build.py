@@ -24,8 +24,8 @@ import psycopg
 import torch
 from psycopg import sql
 
+from star.common import ENTITIES, ID_COLUMN
 from star.config import DbTarget
-from star.data.format import ENTITIES, ID_COLUMN
 from star.db import connect
 from star.graph import features as feats
 from star.graph.config import GraphBuildError, GraphConfig

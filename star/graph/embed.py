@@ -28,7 +28,6 @@ from star.db import connect
 from star.errors import ConfigError
 from star.graph.config import FAMILIES
 
-
 DATA_END = """
 SELECT greatest((SELECT max(event_timestamp) FROM star.interactions),
                 (SELECT max(event_timestamp) FROM star.attribute_edges),

@@ -19,7 +19,7 @@ import torch
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from star.data.format import ID_COLUMN
+from star.common import ID_COLUMN
 from star.graph.config import GraphBuildError
 
 TEXT_FAMILY = {"member": "member_text_embedding", "job": "job_text_embedding"}

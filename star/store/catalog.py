@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from star.data.format import ENTITIES, ID_COLUMN
+from star.common import ENTITIES, ID_COLUMN
 
 FAMILY_KINDS = ("categorical", "ids", "text")
 EMBEDDING_KINDS = ("text_embedding", "graph_embedding")  # versions written by embedding jobs (star/store/embeddings.py)

@@ -21,8 +21,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from star.common import ID_COLUMN
 from star.config import DbTarget
-from star.data.format import ID_COLUMN
 from star.db import connect
 from star.errors import EvalSetError, require_at_least
 

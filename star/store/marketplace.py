@@ -18,7 +18,8 @@ import psycopg
 from psycopg import sql
 from tqdm import tqdm
 
-from star.data.format import ENTITIES, ID_COLUMN, Marketplace
+from star.common import ENTITIES, ID_COLUMN
+from star.data.format import Marketplace
 from star.store.pgcopy import py_values, rows
 
 UPSERT = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from star.common import ID_COLUMN
 from star.config import DbTarget
-from star.data.format import ID_COLUMN
 from star.db import connect
 from star.errors import ConfigError, FeatureRepoError
 from star.store.catalog import latest_views

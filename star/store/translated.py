@@ -19,7 +19,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from star.data.format import ID_COLUMN
+from star.common import ID_COLUMN
 from star.errors import StarError
 
 SUFFIX = "__translated"

@@ -21,7 +21,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from star.data.format import ID_COLUMN
+from star.common import ID_COLUMN
 from star.errors import StarError
 from star.store.catalog import EMBEDDING_KINDS
 from star.versions import compat

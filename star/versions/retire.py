@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from star.config import DbTarget, Settings
-from star.data.format import ID_COLUMN
+from star.common import ID_COLUMN
 from star.db import connect
 from star.store import translated
 from star.store.embeddings import SOURCE_COLUMN
