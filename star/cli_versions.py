@@ -8,9 +8,15 @@ from typing import Optional
 import typer
 
 from star.cli_common import _emit, _target
+from star.versions.config import GateConfig
 
 versions_app = typer.Typer(no_args_is_help=True, help="Embedding vintages: list, show, publish, deprecate, retire.")
 compat_app = typer.Typer(no_args_is_help=True, help="Linear compatibility maps between vintages.")
+
+
+def _gate_option(name: str):
+    """The option of `star versions publish` for GateConfig field `name`: its default and help."""
+    return typer.Option(getattr(GateConfig(), name), help=GateConfig.help(name))
 
 
 def _feast_consumers(target, view: str) -> list[str]:
@@ -62,18 +68,19 @@ def versions_publish(
     family: str, version: int,
     ranker: Path = typer.Option(..., help="the frozen ranker dir (star.ranker.save) pinned to the older vintage"),
     task: str = typer.Option("apply", help="interaction relation labelled 1 in the held-out rows"),
-    max_auc_drop: float = typer.Option(0.005, help="largest allowed ranker AUC drop, translated vs native"),
-    min_mean: float = typer.Option(0.97, help="smallest held-out mean cosine of the map"),
-    min_p5: float = typer.Option(0.94, help="smallest held-out 5th-percentile cosine of the map"),
-    min_overlap: Optional[float] = typer.Option(None, help="smallest overlap@10 of neighbours (default: report)"),
+    max_auc_drop: float = _gate_option("max_auc_drop"),
+    min_mean: float = _gate_option("min_mean"),
+    min_p5: float = _gate_option("min_p5"),
+    min_overlap: Optional[float] = _gate_option("min_overlap"),
+    k: int = _gate_option("k"),
 ) -> None:
     """Publish a candidate vintage through the parity gate (map fit, ranker AUC parity, alignment, overlap)."""
     from star.versions.gate import GateFailed
     from star.versions.publish import publish
 
     try:
-        _emit(publish(_target(), family, version, ranker_dir=ranker, task=task, max_auc_drop=max_auc_drop,
-                      min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap))
+        gate = GateConfig(max_auc_drop=max_auc_drop, min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap, k=k)
+        _emit(publish(_target(), family, version, ranker_dir=ranker, task=task, gate=gate))
     except GateFailed as exc:  # the numbers first, then the refusal
         _emit({"job": "versions publish", "family": family, "version": version, "status": "candidate",
                "gate": exc.report})

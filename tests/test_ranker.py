@@ -20,6 +20,7 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions.compat import CompatMap
+from star.versions.config import GateConfig
 from star.versions.gate import (GateError, GateFailed, check_alignment, evaluate_gate, gate_refs, gate_report,
                                 overlap_at_k, translate_frame)
 from star.versions.lifecycle import current_vectors, fit_map
@@ -151,7 +152,7 @@ def test_the_gate_passes_a_good_map_and_stops_a_bad_one(target, encoders):
 
     assert all(check_alignment(m)["passed"] for m in good)
     assert not any(check_alignment(m)["passed"] for m in bad)
-    assert check_alignment(bad[0], min_mean=0.5, min_p5=0.5)["passed"]  # thresholds are arguments
+    assert check_alignment(bad[0], GateConfig(min_mean=0.5, min_p5=0.5))["passed"]  # thresholds are a config
 
     translated = held
     for m in good:

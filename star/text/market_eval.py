@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from star.common import roc_auc
 from star.errors import EvalSetError
 
 TFIDF, BASE = "tfidf", "base"
@@ -120,14 +121,11 @@ def vintage_label(member: dict, job: dict) -> str:
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> tuple[float | None, int, int]:
-    from sklearn.metrics import roc_auc_score
-
+    """AUC over the pairs with a finite score (a pair whose entity has no vector scores NaN), and its counts."""
     ok = np.isfinite(scores)
-    y, s = labels[ok], scores[ok]
+    y = labels[ok]
     pos = int(y.sum())
-    if pos == 0 or pos == len(y):  # one class: AUC is undefined
-        return None, pos, int(len(y) - pos)
-    return float(roc_auc_score(y, s)), pos, int(len(y) - pos)
+    return roc_auc(y, scores[ok]), pos, int(len(y) - pos)
 
 
 def _rel(value: float | None, ref: float | None) -> float | None:

@@ -1,9 +1,9 @@
 """The parity gate: may a frozen consumer of vintage j be served vintage k through the map k -> j?
 
-    CompatMap.metrics["heldout"] --check_alignment--> row cosine mean / p5 vs thresholds (0.97 / 0.94)
+    CompatMap.metrics["heldout"] --check_alignment--> row cosine mean / p5 vs thresholds (GateConfig: 0.97 / 0.94)
     held-out PIT rows with both vintages' columns (build_trainset(features=gate_refs(cfg.refs, maps)))
       --translate_frame: k's vectors through the map, written into j's column--> the SAME rows in j's space
-      --gate_report: the ranker's AUC on native vs translated rows--> delta AUC vs max drop (0.005)
+      --gate_report: the ranker's AUC on native vs translated rows--> delta AUC vs max drop (GateConfig: 0.005)
     current vectors of j, and of k mapped --overlap_at_k--> share of top-k cosine neighbours that survive
     all three --evaluate_gate--> one report with "passed"; GateFailed carries a failed report
 
@@ -22,6 +22,7 @@ import pandas as pd
 from star.common import roc_auc
 from star.errors import StarError
 from star.versions.compat import CompatMap
+from star.versions.config import GateConfig
 
 ROW_KEYS = ("member_id", "job_id", "event_timestamp", "label")
 
@@ -71,8 +72,10 @@ def translate_frame(df: pd.DataFrame, column: str, m: CompatMap, *, into: str | 
     return result
 
 
-def check_alignment(m: CompatMap, *, min_mean: float = 0.97, min_p5: float = 0.94) -> dict:
-    """The map's held-out row cosine (mean and 5th percentile) against the thresholds."""
+def check_alignment(m: CompatMap, cfg: GateConfig | None = None) -> dict:
+    """The map's held-out row cosine (mean and 5th percentile) against cfg.min_mean / cfg.min_p5."""
+    cfg = cfg or GateConfig()
+    min_mean, min_p5 = cfg.min_mean, cfg.min_p5
     held = m.metrics.get("heldout") or {}
     report = {"family": m.family, "map": f"v{m.from_version}->v{m.to_version}", "cos_mean": held.get("cos_mean"),
               "cos_p5": held.get("cos_p5"), "r2": held.get("r2"), "heldout_rows": m.metrics.get("holdout_rows"),
@@ -93,11 +96,13 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
 
 
 def gate_report(ranker, df_native: pd.DataFrame, df_translated: pd.DataFrame, *,
-                df_unmapped: pd.DataFrame | None = None, max_auc_drop: float = 0.005) -> dict:
-    """The ranker's AUC on the same held-out rows with native vs translated vectors (rows scored in both).
-    `df_unmapped`: the same rows with the new vectors unmapped (a baseline, possible when the dims are equal)."""
+                df_unmapped: pd.DataFrame | None = None, cfg: GateConfig | None = None) -> dict:
+    """The ranker's AUC on the same held-out rows with native vs translated vectors (rows scored in both), against
+    cfg.max_auc_drop. `df_unmapped`: the same rows with the new vectors unmapped (a baseline, possible when the dims
+    are equal)."""
     from star.ranker.model import score
 
+    max_auc_drop = (cfg or GateConfig()).max_auc_drop
     _same_rows(df_native, df_translated)
     native, translated = score(ranker, df_native), score(ranker, df_translated)
     ok = np.isfinite(native) & np.isfinite(translated)
@@ -145,14 +150,16 @@ def overlap_at_k(native: dict, translated: dict, queries: Iterable | None = None
 
 
 def evaluate_gate(ranker, df: pd.DataFrame, maps: Sequence[CompatMap], *,
-                  current: dict[str, tuple[dict, dict]] | None = None, k: int = 10, max_auc_drop: float = 0.005,
-                  min_mean: float = 0.97, min_p5: float = 0.94, min_overlap: float | None = None,
+                  current: dict[str, tuple[dict, dict]] | None = None, cfg: GateConfig | None = None,
                   raise_on_fail: bool = False) -> dict:
     """Alignment of every map, parity of the ranker on df (held-out rows holding each map's old and new columns)
     and, for the families in `current` ({family: (old vintage's vectors, new vintage's vectors)}), overlap@k of
-    cosine neighbours, with the unmapped new vectors as a baseline. Overlap gates only when min_overlap is given."""
+    cosine neighbours, with the unmapped new vectors as a baseline; thresholds from cfg (default GateConfig()).
+    Overlap gates only when cfg.min_overlap is given."""
     from star.ranker.config import column
 
+    cfg = cfg or GateConfig()
+    k, min_overlap = cfg.k, cfg.min_overlap
     readable = {column(r) for r in ranker.cfg.refs}
     families = [m.family for m in maps]
     unknown = sorted(set(current or {}) - set(families))
@@ -168,8 +175,8 @@ def evaluate_gate(ranker, df: pd.DataFrame, maps: Sequence[CompatMap], *,
         translated = translate_frame(translated, new, m, into=old)
         same_dim = unmapped is not None and m.from_dim == m.to_dim
         unmapped = unmapped.assign(**{old: df[new]}) if same_dim else None  # the no-map baseline
-    alignment = {m.family: check_alignment(m, min_mean=min_mean, min_p5=min_p5) for m in maps}
-    parity = gate_report(ranker, df, translated, df_unmapped=unmapped, max_auc_drop=max_auc_drop)
+    alignment = {m.family: check_alignment(m, cfg) for m in maps}
+    parity = gate_report(ranker, df, translated, df_unmapped=unmapped, cfg=cfg)
     overlap, by_family = {}, {m.family: m for m in maps}
     for family, (old_vecs, new_vecs) in (current or {}).items():
         m = by_family[family]
@@ -178,15 +185,16 @@ def evaluate_gate(ranker, df: pd.DataFrame, maps: Sequence[CompatMap], *,
         overlap[family] = {"k": k, "translated": round(got, 6), "no_map": round(raw, 6), "min_overlap": min_overlap,
                            "passed": min_overlap is None or got >= min_overlap}
     failures = [f"{f} {a['map']} alignment " + (a.get("reason") or f"cos_mean {a['cos_mean']} / p5 {a['cos_p5']} "
-                                                f"below {min_mean} / {min_p5}")
+                                                f"below {cfg.min_mean} / {cfg.min_p5}")
                 for f, a in alignment.items() if not a["passed"]]
     if not parity["passed"]:
         before, after = (None if v is None else round(v, 4) for v in (parity["auc_native"], parity["auc_translated"]))
-        failures.append(f"AUC {before} -> {after} (delta {parity['delta_auc']}) drops more than {max_auc_drop}")
+        failures.append(f"AUC {before} -> {after} (delta {parity['delta_auc']}) drops more than {cfg.max_auc_drop}")
     failures += [f"{f} overlap@{o['k']} {o['translated']} below {min_overlap}" for f, o in overlap.items()
                  if not o["passed"]]
     report = {"maps": [f"{m.family} v{m.from_version}->v{m.to_version}" for m in maps], "alignment": alignment,
-              "parity": parity, "overlap": overlap, "failures": failures, "passed": not failures}
+              "parity": parity, "overlap": overlap, "failures": failures, "passed": not failures,
+              "config": cfg.to_dict()}
     if raise_on_fail and failures:
         raise GateFailed(report)
     return report

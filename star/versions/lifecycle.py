@@ -216,9 +216,6 @@ def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
     return {"family": family, "version": version, "status": "deprecated"}
 
 
-GATE_COS = 0.97  # the parity gate's default smallest held-out mean cosine (star versions publish --min-mean)
-
-
 def _map_cos(m: compat.CompatMap) -> float | None:
     """How well a serving map reproduces its vintage: held-out mean cosine of a fit, or of the chain as checked
     (None for a map composed when its vintage's rows were already gone)."""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from star.config import DbTarget, Settings
 from star.db import connect
+from star.versions.config import GateConfig
 from star.versions.lifecycle import VersionError, current_vectors, fit_map, version_row
 
 
@@ -32,21 +33,21 @@ def _pinned(ranker, family: str, candidate: int) -> int:
 
 
 def publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str = "apply",
-            max_auc_drop: float = 0.005, min_mean: float = 0.97, min_p5: float = 0.94,
-            min_overlap: float | None = None, settings: Settings | None = None) -> dict:
-    """Gate candidate `family` v`version` against the ranker's vintage; publish it when the gate passes (holding
-    the family's lock, after finishing what a killed job left)."""
+            gate: GateConfig | None = None, settings: Settings | None = None) -> dict:
+    """Gate candidate `family` v`version` against the ranker's vintage with `gate`'s thresholds (default
+    GateConfig()); publish it when the gate passes (holding the family's lock, after finishing what a killed job
+    left)."""
     from star.versions.pending import finish_pending
     from star.store.locks import family_lock
 
     with family_lock(target, [family]):
         finish_pending(target, [family], settings)
-        return _publish(target, family, version, ranker_dir=ranker_dir, task=task, max_auc_drop=max_auc_drop,
-                        min_mean=min_mean, min_p5=min_p5, min_overlap=min_overlap, settings=settings)
+        return _publish(target, family, version, ranker_dir=ranker_dir, task=task, gate=gate or GateConfig(),
+                        settings=settings)
 
 
-def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str, max_auc_drop: float,
-             min_mean: float, min_p5: float, min_overlap: float | None, settings: Settings | None) -> dict:
+def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, task: str, gate: GateConfig,
+             settings: Settings | None) -> dict:
     from star.store.serving import apply_features, materialize
     from star.ranker.model import load
     from star.store.trainset import TrainsetConfig, build_trainset
@@ -66,8 +67,7 @@ def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, t
     cut = ranker.metrics.get("cut")
     df = build_trainset(target, TrainsetConfig(task=task, features=gate_refs(ranker.cfg.refs, [m]),
                                                start=None if cut is None else pd.Timestamp(cut)))
-    report = evaluate_gate(ranker, df, [m], current=current, max_auc_drop=max_auc_drop, min_mean=min_mean,
-                           min_p5=min_p5, min_overlap=min_overlap)
+    report = evaluate_gate(ranker, df, [m], current=current, cfg=gate)
     report.update({"ranker": str(ranker_dir), "against": old, "heldout_rows": len(df)})
     status = "published" if report["passed"] else "candidate"
     with connect(target) as conn:

@@ -25,14 +25,14 @@ import json
 import psycopg
 from psycopg import sql
 
-from star.config import DbTarget, Settings
 from star.common import ID_COLUMN
+from star.config import DbTarget, Settings
 from star.db import connect
 from star.store import translated
 from star.store.embeddings import SOURCE_COLUMN
 from star.versions import compat
-from star.versions.lifecycle import (GATE_COS, VersionError, _map_cos, _table, _write_rows, list_versions,
-                                     serving_map, version_row)
+from star.versions.config import GateConfig
+from star.versions.lifecycle import VersionError, _map_cos, _table, _write_rows, list_versions, serving_map, version_row
 
 
 UNCOVERED_IDS = """
@@ -250,9 +250,10 @@ def retire(target: DbTarget, family: str, version: int, *, source: int | None = 
                           f"holdout, or stored by an older version): how well it reproduces v{version} is unknown. "
                           f"Check its consumers, or next time `star compat fit {family} --from {v['served_from']} "
                           f"--to {version}` (held-out 20 %) before retiring")
-    if cos is not None and cos < GATE_COS:
+    gate_cos = GateConfig().min_mean
+    if cos is not None and cos < gate_cos:
         out["warning"] = (f"the map v{v['served_from']} -> v{version} reproduces v{version}'s vectors with mean "
-                          f"cosine {cos:.3f} (< {GATE_COS}, the publish gate's default): its consumers now get "
+                          f"cosine {cos:.3f} (< {gate_cos}, the publish gate's default): its consumers now get "
                           "noticeably different vectors. Check them, or next time publish through the gate "
                           "(`star versions publish`) before retiring")
     return out
