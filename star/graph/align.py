@@ -26,7 +26,7 @@ from star.db import connect
 from star.errors import ConfigError
 from star.graph.aligner import AlignTarget
 from star.graph.config import FAMILIES
-from star.graph.features import positions
+from star.graph.inputs import positions
 
 __all__ = ["alignment_targets", "store_joint_map"]
 

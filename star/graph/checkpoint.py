@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from star.errors import StarError
-from star.graph.config import GraphConfig
 from star.graph.aligner import Aligner
-from star.graph.features import positions
+from star.graph.config import GraphConfig
+from star.graph.inputs import positions
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, NodeSpec, input_specs
 from star.graph.train import GraphTrainConfig
 

@@ -30,7 +30,7 @@ from star.common import roc_auc
 from star.config import DbTarget
 from star.db import connect
 from star.errors import ConfigError
-from star.graph.features import positions
+from star.graph.inputs import positions
 from star.graph.model import GNNConfig
 from star.graph.sampling import draw_negatives
 from star.graph.train import GraphTrainConfig, infer, train_gnn

@@ -21,6 +21,7 @@ from psycopg import sql
 
 from star.common import ID_COLUMN
 from star.graph.config import GraphBuildError
+from star.graph.inputs import positions
 
 TEXT_FAMILY = {"member": "member_text_embedding", "job": "job_text_embedding"}
 
@@ -56,14 +57,6 @@ def copy_frame(conn: psycopg.Connection, query: sql.Composable, params: dict, na
         return pd.DataFrame({n: pd.Series(dtype=dtype.get(n, object)) for n in names})
     # keep_default_na=False: a node id "NA" stays a string; SQL NULL (and '') arrive as ""
     return pd.read_csv(buf, names=names, header=None, dtype=dtype, keep_default_na=False)
-
-
-def positions(node_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Node index of each id in sorted `node_ids`, and which ids are nodes at all."""
-    pos = np.searchsorted(node_ids, ids)
-    pos = np.minimum(pos, max(len(node_ids) - 1, 0))
-    found = (node_ids[pos] == ids) if len(node_ids) else np.zeros(len(ids), bool)
-    return pos, found
 
 
 def categorical(conn: psycopg.Connection, entity: str, node_ids: np.ndarray,

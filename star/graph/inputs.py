@@ -6,16 +6,18 @@
                           model computes exactly what it computes without text (the text modules draw their
                           initial weights from a forked RNG, so the other weights are those of the text-free model)
     text_dropout p        while training, a node's whole text is dropped (as if it had none) with probability p
+    positions             where entity ids sit among a graph's sorted node ids (features, checkpoints, evaluation)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NodeInput", "NodeSpec", "input_specs"]
+__all__ = ["NodeInput", "NodeSpec", "input_specs", "positions"]
 
 ENTITY_TYPES = ("member", "job")
 
@@ -121,3 +123,11 @@ class NodeInput(nn.Module):
                 h = h + self.gate[nt] * text
             out[nt] = h
         return out
+
+
+def positions(node_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Node index of each id in sorted `node_ids`, and which ids are nodes at all."""
+    pos = np.searchsorted(node_ids, ids)
+    pos = np.minimum(pos, max(len(node_ids) - 1, 0))
+    found = (node_ids[pos] == ids) if len(node_ids) else np.zeros(len(ids), bool)
+    return pos, found

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from star.common import roc_auc, seed_run
 from star.errors import ConfigError, require_at_least
 from star.graph import sampling
-from star.graph.aligner import AlignTarget, Aligner, cosine_report
+from star.graph.aligner import Aligner, AlignTarget, cosine_report
 from star.graph.dgl_compat import import_dgl
 from star.graph.model import GNNConfig, HeteroGNN, LinkDecoder, input_specs, l2_penalty
 
