@@ -113,6 +113,10 @@ def test_report_on_an_empty_database_says_what_is_missing(target, tmp_path):
                     f"no serving benchmark at {tmp_path / 'none.json'}"):
         assert missing in text, missing
     assert _images(dom) == [] and not list(out.glob("*.png"))
+    done = subprocess.run([STAR, "report", "--out", str(out / "index.html")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "STAR_DATABASE_URL": target.sqlalchemy_url()})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--out {out / 'index.html'} is a file, not a directory; pass a directory" in done.stderr
 
 
 @pytest.mark.parametrize("values", [[0.52, 0.55], [0.97, 0.99], [-0.2, 0.4], [None, 0.6]])

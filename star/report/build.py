@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from star.config import DbTarget, Settings
+from star.errors import ConfigError
 
 
 def write_report(target: DbTarget, out: Path = Path("report"), *, settings: Settings | None = None,
@@ -14,9 +15,13 @@ def write_report(target: DbTarget, out: Path = Path("report"), *, settings: Sett
     from star.report.collect import collect
     from star.report.html import render
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; pass a directory for index.html and its plots "
+                          "(e.g. --out report)")
     started = time.time()
     data = collect(target, settings=settings, bench=bench)
-    path = render(data, Path(out))
+    path = render(data, out)
     sections = {"text_runs": len(data.text_runs), "graph_runs": len(data.graph_runs), "vintages": len(data.vintages),
                 "maps": len(data.maps), "gate_reports": len(data.gates), "serving": data.serving is not None}
     return {"job": "report", "path": str(path.resolve()), **sections, "seconds": round(time.time() - started, 2)}
