@@ -347,6 +347,18 @@ def _ints(value: str, option: str) -> tuple[int, ...]:
 
 
 @app.command()
+def report(
+    out: Path = typer.Option(Path("report"), help="directory for index.html and its PNG plots"),
+    bench: Optional[Path] = typer.Option(None, help="serving benchmark JSON (default: bench/results/serving.json)"),
+) -> None:
+    """One HTML report from what the registry and the runs stored: text and graph comparisons (Tables 2 and 4),
+    every vintage's lineage and status, map fits and parity, the serving benchmark."""
+    from star.report.build import write_report
+
+    _emit(write_report(_target(), out, bench=bench))
+
+
+@app.command()
 def demo(
     members: int = typer.Option(2000, help="synthetic members"),
     jobs: int = typer.Option(400, help="synthetic jobs"),

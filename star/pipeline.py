@@ -330,8 +330,9 @@ SMOKE_NOTE = ("a smoke run: {steps} fine-tuning steps on {tokens}-token cuts and
 
 def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Path("out/trainset_apply.parquet"),
          text: bool = True, graph: bool = True, train_steps: int = 30, text_length: str = "long",
-         emit=print) -> dict:
-    """The main job end to end on the configured database (the embedded one by default)."""
+         report: Path = Path("report"), emit=print) -> dict:
+    """The main job end to end on the configured database (the embedded one by default), ending with the HTML
+    report (`star report`) in `report`."""
     from star.store.feast_repo import open_store
     from star.store.online import online_features
     from star.store.trainset import TrainsetConfig
@@ -369,5 +370,10 @@ def demo(*, members: int = 2000, jobs: int = 400, seed: int = 0, out: Path = Pat
         # brief: two epochs; the GNN reads the text version just embedded (when text is on)
         emit(graph_train(target, train_cfg=GraphTrainConfig(epochs=DEMO_GNN_EPOCHS), settings=settings))
         emit(graph_embed(target, settings=settings))
+    from star.report.build import write_report
+
+    written = write_report(target, report, settings=settings)
+    emit(written)
     note = SMOKE_NOTE.format(steps=train_steps, tokens=DEMO_TRAIN_TOKENS, epochs=DEMO_GNN_EPOCHS)
-    return {"job": "demo", "note": note if text or graph else None, "seconds": round(time.time() - started, 2)}
+    return {"job": "demo", "note": note if text or graph else None, "report": written["path"],
+            "seconds": round(time.time() - started, 2)}

@@ -219,29 +219,11 @@ def format_table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> Path:
-    """Bar chart: AUC per variant, all members vs cold start, one panel per task."""
-    import matplotlib
+    """Bar chart: AUC per variant, all members vs cold start, one panel per task; values and pair counts on the
+    bars, the axis from 0 (star.report.plots, shared with `star report`)."""
+    from star.report.plots import ablation
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(report["rows"][0]["tasks"]) if report["rows"] else []
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        labels = [r["label"] for r in report["rows"]]
-        x = np.arange(len(labels))
-        for k, (key, name) in enumerate((("auc", "all members"), ("cold_start_auc", "cold start"))):
-            ax.bar(x + (k - 0.5) * 0.38, [r["tasks"][task][key] or 0 for r in report["rows"]], 0.38, label=name)
-        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-        ax.set_ylim(0.4, 1.0)
-        ax.set_ylabel("AUC on the later window")
-        ax.set_title(task)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return ablation(report, path)
 
 
 def save_report(report: dict, out_dir: Path) -> Path:

@@ -65,19 +65,7 @@ def format_table(result: dict) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
+    """Validation AUC per mode, values and pair counts on the bars, the axis from 0 (shared with `star report`)."""
+    from star.report.plots import text_comparison
 
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    names = [r["model"] for r in result["rows"]]
-    aucs = [r["val_auc"] if r["val_auc"] is not None else 0.0 for r in result["rows"]]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    bars = ax.bar(names, aucs, color=["#999999", "#4c72b0", "#dd8452", "#55a868"][:len(names)])
-    ax.bar_label(bars, fmt="%.3f")
-    ax.set_ylabel("validation AUC")
-    ax.set_ylim(min(0.5, min(aucs)) - 0.02, min(1.0, max(aucs) + 0.05))
-    ax.set_title("text tower: frozen vs fine-tuned")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    text_comparison(result, path)
