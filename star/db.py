@@ -163,9 +163,11 @@ def drop_database(target: DbTarget) -> None:
 
 
 def alembic_config(target: DbTarget):
+    """Alembic's config for `target`: the same migrations as `alembic` at the root ([tool.alembic] in
+    pyproject.toml), without its logging (a library call prints nothing)."""
     from alembic.config import Config
 
-    cfg = Config(str(REPO_ROOT / "migrations" / "alembic.ini"))
+    cfg = Config()
     cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     cfg.attributes["star_target"] = target
     return cfg
