@@ -125,9 +125,9 @@ def test_training_lowers_the_loss_and_saves_a_complete_checkpoint(tmp_path, tiny
     result = train(tiny_pairs(), model_cfg=model_cfg, train_cfg=train_cfg, out_dir=tmp_path / "run", progress=False)
     m, losses = result.metrics, [h["loss"] for h in result.metrics["history"]]
     assert m["steps"] == 30 and m["effective_batch"] == 16 and m["warmup_steps"] == 3
-    lrs = [h["lr"] for h in m["history"]]  # warm-up over 3 steps, then linear decay
-    assert lrs[:4] == pytest.approx([train_cfg.lr / 3, train_cfg.lr * 2 / 3, train_cfg.lr, train_cfg.lr])
-    assert lrs[-1] == pytest.approx(train_cfg.lr / 27)
+    lrs = [h["lr"] for h in m["history"]]  # warm-up over 3 steps, then linear decay (lr_schedule)
+    assert lrs[:4] == pytest.approx([train_cfg.lr / 3, train_cfg.lr * 2 / 3, train_cfg.lr, train_cfg.lr * 27 / 28])
+    assert lrs[-1] == pytest.approx(train_cfg.lr / 28)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     assert m["val_auc"] > 0.8 and m["contrastive_final"] > 0
     assert m["train_window"][1] < m["split_time"] <= m["val_window"][0]  # no validation row before a training row
