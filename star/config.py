@@ -1,11 +1,12 @@
-"""Settings, read from the environment in one place.
+"""Settings, read from the environment in one place (pydantic-settings, prefix STAR_).
 
 `star`, alembic (`migrations/env.py`) and Feast (`feature_repo/feature_store.yaml`, through the `STAR_PG_*`
 variables that `star db env` prints) all take their connection from here, so there is one source of truth:
 
     STAR_DATABASE_URL  a user's own PostgreSQL with pgvector, e.g. postgresql://user:pw@host:5432/star
-                       (unset: the embedded server under STAR_HOME)
+                       (unset: the embedded server under STAR_HOME, which only `star db up` / `star demo` start)
     STAR_HOME          where the embedded server keeps its data (default: <repo>/.star)
+    STAR_FEATURE_REPO  the Feast repository (default: <repo>/feature_repo)
 """
 
 from __future__ import annotations
