@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -47,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="star_parity_"))
-    settings = replace(Settings.from_env(), home=home)  # adapters go to a temporary home, not the user's
+    settings = Settings.from_env().model_copy(update={"home": home})  # adapters go to a temporary home, not the user's
     target = fresh_database("star_bench_parity")
     seed_synthetic(target, members=args.members, jobs=args.jobs, seed=0, progress=False)
     embed_texts(target, TextEncoder(TextModelConfig(max_length=SHORT)), EmbedConfig(), progress=False)

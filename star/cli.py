@@ -9,7 +9,8 @@ from typing import Optional
 
 import typer
 
-from star.cli_common import _database_failure, _emit, _parse_time, _settings, _target
+from star.cli_choices import Entity, Pooling, Precision, Prompts, Sampler, TextLength, TrainMode
+from star.cli_common import _database_failure, _emit, _parse_time, _settings, _target, _version
 from star.cli_versions import compat_app, versions_app
 from star.errors import ConfigError, StarError
 
@@ -26,9 +27,17 @@ app.add_typer(graph_app, name="graph")
 app.add_typer(features_app, name="features")
 
 
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the installed version and exit")) -> None:
+    pass
+
+
 @db_app.command("up")
 def db_up() -> None:
-    """Start the embedded server (or reach STAR_DATABASE_URL), create the database and migrate. Idempotent."""
+    """Start the embedded server (or reach STAR_DATABASE_URL), create the database and migrate. Idempotent. The
+    other commands never start or migrate a server (`star demo` aside): after `star db down` they stop with an
+    error until `star db up`."""
     from star import db
 
     settings = _settings()
@@ -47,17 +56,19 @@ def db_down() -> None:
 
 @db_app.command("status")
 def db_status() -> None:
-    """Is the server up, which database, which migration."""
+    """Is the server up, which database, which migration; exit code 1 when it is not running or unreachable."""
     from star import db
 
     settings = _settings()
     status = {"job": "db status", "embedded": settings.embedded}
     try:
-        target = db.server_target(settings, start=False)
+        target = db.server_target(settings)
         status.update(running=True, url=target.masked_url(), revision=db.current_revision(target))
     except StarError as exc:
         status.update(running=False, error=str(exc))
     _emit(status)
+    if not status["running"]:
+        raise typer.Exit(1)
 
 
 @db_app.command("env")
@@ -65,7 +76,7 @@ def db_env() -> None:
     """Print `export` lines for feature_repo/feature_store.yaml: eval "$(star db env)"."""
     import shlex
 
-    target = _target(start=True)
+    target = _target()
     for key, value in target.feast_env().items():
         print(f"export {key}={shlex.quote(value)}")
 
@@ -78,7 +89,8 @@ def seed(
     jobs: int = typer.Option(400, help="synthetic: number of jobs"),
     seed_: int = typer.Option(0, "--seed", help="synthetic: random seed (same seed, same marketplace)"),
     months: int = typer.Option(6, help="synthetic: months of activity"),
-    text_length: str = typer.Option("long", help="synthetic: long (real-like profiles and postings) or short"),
+    text_length: TextLength = typer.Option(TextLength.long, help="synthetic: long (real-like profiles and "
+                                                                 "postings) or short"),
     save: Optional[Path] = typer.Option(None, help="synthetic: also write the files to this directory"),
 ) -> None:
     """Load a marketplace: your own files (--from DIR) or a synthetic one (--synthetic)."""
@@ -86,14 +98,10 @@ def seed(
 
     if (from_dir is None) == (not synthetic):
         raise typer.BadParameter("give exactly one of --from DIR or --synthetic")
-    if synthetic:
-        from star.data.synthetic import check_text_length
-
-        check_text_length(text_length)  # before the database is touched
     target = _target()
     if synthetic:
         _emit(pipeline.seed_synthetic(target, members=members, jobs=jobs, seed=seed_, months=months,
-                                      text_length=text_length, save=save))
+                                      text_length=text_length.value, save=save))
     else:
         _emit(pipeline.seed_dir(target, from_dir))
 
@@ -154,7 +162,7 @@ def trainset(
 
 @app.command()
 def online(
-    entity: str = typer.Argument(..., help="member or job"),
+    entity: Entity = typer.Argument(..., help="member or job"),
     ids: list[int] = typer.Argument(..., help="entity ids"),
 ) -> None:
     """Print the online features of some members or jobs (after `star features materialize`)."""
@@ -162,14 +170,14 @@ def online(
     from star.store.online import online_features
 
     target = _target()
-    _emit(online_features(target, open_store(target), entity, ids))
+    _emit(online_features(target, open_store(target), entity.value, ids))
 
 
 @text_app.command("train")
 def text_train(
     model_dir: Optional[str] = typer.Option(None, help="local Hugging Face model dir (default: shipped MiniLM)"),
-    pooling: str = typer.Option("auto", help="mean | cls_layers | last_token | auto"),
-    mode: str = typer.Option("bce+contrastive", help="frozen_head | bce | bce+contrastive"),
+    pooling: Pooling = typer.Option(Pooling.auto, help="auto: the model's own (mean for MiniLM)"),
+    mode: TrainMode = typer.Option(TrainMode.bce_contrastive, help="the training objective (docs/text-embeddings.md)"),
     max_steps: int = typer.Option(60, help="optimizer steps"),
     batch: int = typer.Option(16, help="per-device batch"),
     grad_accum: int = typer.Option(2, help="gradient accumulation steps"),
@@ -186,9 +194,10 @@ def text_train(
     overlap: int = typer.Option(64, help="tokens shared by consecutive windows of a long text"),
     train_tokens: Optional[int] = typer.Option(None, help="cut texts to this many tokens while fine-tuning (a CPU "
                                                           "budget); validation and embedding use the whole budget"),
-    prompts: str = typer.Option("none", help="none (the input format MiniLM was trained with) | star (prefix "
-                                             "'Member profile: ' / 'Job posting: ' so the kinds differ)"),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16"),
+    prompts: Prompts = typer.Option(Prompts.none, help="none (the input format MiniLM was trained with) | star "
+                                                       "(prefix 'Member profile: ' / 'Job posting: ' so the kinds "
+                                                       "differ)"),
+    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 where the hardware has it"),
     task: str = typer.Option("apply", help="interaction relation labelled 1"),
     compare: bool = typer.Option(True, help="also train the frozen and BCE-only baselines (Table 2)"),
     gradient_checkpointing: bool = typer.Option(True, help="trade compute for memory (needed for long texts)"),
@@ -199,10 +208,11 @@ def text_train(
     from star import pipeline
     from star.text.config import TrainConfig
 
-    model_cfg = _text_model_config(model_dir=model_dir, pooling=pooling, precision=precision, lora_r=lora_r,
+    model_cfg = _text_model_config(model_dir=model_dir, pooling=pooling.value, precision=precision.value,
+                                   lora_r=lora_r,
                                    target_modules=tuple(target_modules.split(",")) if target_modules else None,
-                                   max_length=max_length, window=window, overlap=overlap, prompts=prompts)
-    train_cfg = TrainConfig(mode=mode, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
+                                   max_length=max_length, window=window, overlap=overlap, prompts=prompts.value)
+    train_cfg = TrainConfig(mode=mode.value, max_steps=max_steps, per_device_batch=batch, grad_accum=grad_accum,
                             lambda_c=lambda_c, lr=lr, epochs=epochs, gradient_checkpointing=gradient_checkpointing,
                             max_tokens=train_tokens)
     _emit(pipeline.text_train(_target(), model_cfg=model_cfg, train_cfg=train_cfg, task=task, compare=compare,
@@ -218,8 +228,8 @@ def text_embed(
                                                         "job 1024)"),
     window: Optional[int] = typer.Option(None, help="with --base: tokens per window (default: the model's limit)"),
     overlap: int = typer.Option(64, help="with --base: tokens shared by consecutive windows"),
-    prompts: str = typer.Option("none", help="with --base: none | star (see `star text train --help`)"),
-    entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
+    prompts: Prompts = typer.Option(Prompts.none, help="with --base: see `star text train --help`"),
+    entity: Optional[Entity] = typer.Option(None, help="default: both"),
     version: Optional[int] = typer.Option(None, help="continue exactly this version (checked against the model)"),
     batch_size: int = typer.Option(64, help="texts per forward pass"),
     skip_empty: bool = typer.Option(False, help="leave empty texts out instead of failing"),
@@ -229,10 +239,11 @@ def text_embed(
     from star import pipeline
     from star.text.embed import EmbedConfig
 
-    cfg = EmbedConfig(entities=(entity,) if entity else ("member", "job"), version=version, batch_size=batch_size,
+    cfg = EmbedConfig(entities=(entity.value,) if entity else ("member", "job"), version=version,
+                      batch_size=batch_size,
                       skip_empty=skip_empty, candidate=candidate)
     base_cfg = _text_model_config(model_dir=model_dir, max_length=max_length, window=window, overlap=overlap,
-                                  prompts=prompts)
+                                  prompts=prompts.value)
     _emit(pipeline.text_embed(_target(), model_cfg=base_cfg, adapter=adapter, base=base, cfg=cfg))
 
 
@@ -295,7 +306,7 @@ def graph_train(
     patience: int = typer.Option(0, help="stop after this many epochs without a better validation AUC (0: never)"),
     steps_per_epoch: Optional[int] = typer.Option(None, help="batches per epoch (validation and fanout growth "
                                                              "after each); default: a full pass over the edges"),
-    sampler: str = typer.Option("adaptive", help="adaptive | uniform | temporal"),
+    sampler: Sampler = typer.Option(Sampler.adaptive, help="neighbour sampling (docs/graph-embeddings.md)"),
     fanouts: str = typer.Option("10,10", help="neighbours per layer for uniform / temporal"),
     hidden: int = typer.Option(128, help="hidden width"),
     out_dim: int = typer.Option(200, help="embedding size"),
@@ -316,9 +327,9 @@ def graph_train(
     from star.graph.train import GraphTrainConfig
 
     model_cfg = GNNConfig(hidden=hidden, out_dim=out_dim, layers=layers, heads=heads)
-    train_cfg = GraphTrainConfig(epochs=epochs, patience=patience, steps_per_epoch=steps_per_epoch, sampler=sampler,
-                                 fanouts=_ints(fanouts, "--fanouts"), batch_size=batch_size, lr=lr, seed=seed_,
-                                 align_weight=align_weight)
+    train_cfg = GraphTrainConfig(epochs=epochs, patience=patience, steps_per_epoch=steps_per_epoch,
+                                 sampler=sampler.value, fanouts=_ints(fanouts, "--fanouts"), batch_size=batch_size,
+                                 lr=lr, seed=seed_, align_weight=align_weight)
     _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,
                                model_cfg=model_cfg, train_cfg=train_cfg, align=align or align_to is not None,
                                align_to=align_to))
@@ -328,14 +339,14 @@ def graph_train(
 def graph_embed(
     model: Optional[Path] = typer.Option(None, help="a trained graph model dir (default: the newest)"),
     cutoff: Optional[str] = typer.Option(None, help="embed the graph as of this UTC time (default: data end)"),
-    entity: Optional[str] = typer.Option(None, help="member or job (default: both)"),
+    entity: Optional[Entity] = typer.Option(None, help="default: both"),
     candidate: bool = typer.Option(False, help="a new version is a candidate until `star versions publish`"),
 ) -> None:
     """Embed every member and job with a trained GNN into versioned feature views (Feast, pgvector, HNSW)."""
     from star import pipeline
     from star.graph.embed import GraphEmbedConfig
 
-    cfg = GraphEmbedConfig(entities=(entity,) if entity else ("member", "job"), candidate=candidate)
+    cfg = GraphEmbedConfig(entities=(entity.value,) if entity else ("member", "job"), candidate=candidate)
     _emit(pipeline.graph_embed(_target(), model_dir=model, cutoff=_optional_time(cutoff), cfg=cfg))
 
 
@@ -368,16 +379,16 @@ def demo(
     text: bool = typer.Option(True, help="also fine-tune the text model (briefly) and embed the texts"),
     train_steps: int = typer.Option(30, help="text fine-tuning steps"),
     graph: bool = typer.Option(True, help="also train the GNN (briefly) and embed the graph"),
-    text_length: str = typer.Option("long", help="synthetic texts: long (real-like lengths) | short"),
+    text_length: TextLength = typer.Option(TextLength.long, help="synthetic texts: long (real-like lengths) or "
+                                                                 "short"),
 ) -> None:
     """The main job end to end: database, migrations, synthetic marketplace, feast apply, materialize,
-    an online lookup, a point-in-time training set, text and graph embeddings."""
+    an online lookup, a point-in-time training set, text and graph embeddings. Starts the embedded server when it
+    is not running (and says so on stderr), like `star db up`."""
     from star import pipeline
-    from star.data.synthetic import check_text_length
 
-    check_text_length(text_length)  # before the database is touched
     _emit(pipeline.demo(members=members, jobs=jobs, seed=seed_, out=out, text=text, graph=graph,
-                        train_steps=train_steps, text_length=text_length, emit=_emit))
+                        train_steps=train_steps, text_length=text_length.value, emit=_emit))
 
 
 def main() -> None:

@@ -10,6 +10,20 @@ def _emit(record: dict) -> None:
     print(json.dumps(record, default=str), flush=True)
 
 
+def _version(value: bool) -> None:
+    """`star --version`: the installed distribution's version (importlib.metadata)."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import typer
+
+        try:
+            print(f"star {version('star')}")
+        except PackageNotFoundError:  # a checkout that was never installed
+            print("star (not installed; pip install -e . names the version)")
+        raise typer.Exit()
+
+
 def _settings():
     from star.config import Settings
 
@@ -19,11 +33,13 @@ def _settings():
 _CURRENT = {}  # "target": the database this command works on, named when its server goes away mid-job
 
 
-def _target(start: bool = True):
+def _target():
+    """The database of this command. Jobs never start or migrate a server: `star db up` does (and `star demo`),
+    so after `star db down` every job stops with one line naming `star db up` instead of restarting it."""
     from star import db
 
     settings = _settings()
-    _CURRENT["target"] = db.up(settings) if start else db.server_target(settings, start=False)
+    _CURRENT["target"] = db.require_migrated(db.server_target(settings))
     return _CURRENT["target"]
 
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from star.cli_choices import ConsumerKind
 from star.cli_common import _emit, _target
 from star.versions.config import GateConfig
 
@@ -51,16 +52,16 @@ def versions_show(family: str, version: int) -> None:
 
 @versions_app.command("consumer")
 def versions_consumer(family: str, version: int, consumer: str,
-                      kind: str = typer.Option("ranker", help="ranker | feature_service | job | other "
-                                                              "(docs/versions.md)")) -> None:
+                      kind: ConsumerKind = typer.Option(ConsumerKind.ranker, help="docs/versions.md")) -> None:
     """Record that CONSUMER reads FAMILY vVERSION (shown by `show` before a retirement)."""
     from star.db import connect
     from star.versions.lifecycle import register_consumer
 
     with connect(_target()) as conn:
-        register_consumer(conn, family, version, consumer, kind)
+        register_consumer(conn, family, version, consumer, kind.value)
         conn.commit()
-    _emit({"job": "versions consumer", "family": family, "version": version, "consumer": consumer, "kind": kind})
+    _emit({"job": "versions consumer", "family": family, "version": version, "consumer": consumer,
+           "kind": kind.value})
 
 
 @versions_app.command("publish")

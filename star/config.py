@@ -1,11 +1,12 @@
-"""Settings, read from the environment in one place.
+"""Settings, read from the environment in one place (pydantic-settings, prefix STAR_).
 
 `star`, alembic (`migrations/env.py`) and Feast (`feature_repo/feature_store.yaml`, through the `STAR_PG_*`
 variables that `star db env` prints) all take their connection from here, so there is one source of truth:
 
     STAR_DATABASE_URL  a user's own PostgreSQL with pgvector, e.g. postgresql://user:pw@host:5432/star
-                       (unset: the embedded server under STAR_HOME)
+                       (unset: the embedded server under STAR_HOME, which only `star db up` / `star demo` start)
     STAR_HOME          where the embedded server keeps its data (default: <repo>/.star)
+    STAR_FEATURE_REPO  the Feast repository (default: <repo>/feature_repo)
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, parse_qs
+from urllib.parse import quote
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from star.errors import ConfigError
 
@@ -60,29 +64,31 @@ class DbTarget:
 
     @classmethod
     def from_url(cls, url: str) -> "DbTarget":
+        """Parsed by SQLAlchemy's make_url; ?host=/socket/dir&port=N (libpq's spelling) select a Unix socket."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
-            parts = urlsplit(url)
-        except ValueError as exc:  # e.g. an unclosed IPv6 bracket: urllib's message names it
-            raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} cannot be parsed ({exc}); expected e.g. "
+            parts = make_url(url)
+        except ValueError:  # the port is not a number (make_url's int() failed): name it
+            _port(url, url.partition("://")[2].rpartition("@")[2].partition("/")[0].rpartition(":")[2])
+            raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} cannot be parsed; expected e.g. "
                               "postgresql://user:password@host:5432/star") from None
-        try:
-            netloc_port = parts.port
-        except ValueError:  # not a number, or out of range
-            netloc_port = _port(url, parts.netloc.rpartition("@")[2].rpartition(":")[2])
-        if parts.scheme.split("+")[0] not in ("postgresql", "postgres"):
+        except ArgumentError:
+            parts = None
+        if parts is None or parts.get_backend_name() not in ("postgresql", "postgres"):
             raise ConfigError(
                 f"STAR_DATABASE_URL={mask_url(url)!r} is not a PostgreSQL URL; expected e.g. "
                 "postgresql://user:password@host:5432/star"
             )
-        query = parse_qs(parts.query)
-        host = query.get("host", [parts.hostname or ""])[0]
+        query = {key: value if isinstance(value, str) else value[0] for key, value in parts.query.items()}
+        host = query.get("host") or parts.host or ""
         if not host:
             raise ConfigError(f"STAR_DATABASE_URL={mask_url(url)!r} names no host; add @host:port or "
                               "?host=/socket/dir")
-        dbname = unquote(parts.path.lstrip("/")) or DEFAULT_DATABASE
-        return cls(host=host, port=_port(url, query.get("port", [netloc_port or 5432])[0]),
-                   user=unquote(parts.username or "postgres"), password=unquote(parts.password or ""),
-                   dbname=dbname)
+        return cls(host=host, port=_port(url, str(query.get("port", parts.port or 5432))),
+                   user=parts.username or "postgres", password=parts.password or "",
+                   dbname=parts.database or DEFAULT_DATABASE)
 
     def with_database(self, dbname: str) -> "DbTarget":
         return replace(self, dbname=dbname)
@@ -134,20 +140,42 @@ def feast_mode_env() -> dict[str, str]:
     return {key: os.environ.get(key, value) for key, value in FEAST_MODES[mode].items()}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    home: Path = field(metadata={"help": "embedded server data and lock files"})
-    database_url: str | None = field(metadata={"help": "external server; None means the embedded one"})
-    feature_repo: Path = field(metadata={"help": "the Feast repository (feature_store.yaml)"})
-    database: str = DEFAULT_DATABASE
+class Settings(BaseSettings):
+    """STAR_* environment variables (pydantic-settings, env prefix STAR_). The database URL may hold a password: it
+    is left out of repr() and printed only through mask_url."""
+
+    model_config = SettingsConfigDict(env_prefix="STAR_", frozen=True, extra="ignore")
+
+    home: Path = Field(default=REPO_ROOT / ".star", description="STAR_HOME: embedded server data, models, lock files")
+    database_url: str | None = Field(default=None, repr=False,
+                                     description="STAR_DATABASE_URL: your own server; unset means the embedded one")
+    feature_repo: Path = Field(default=REPO_ROOT / "feature_repo",
+                               description="STAR_FEATURE_REPO: the Feast repository (feature_store.yaml)")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return value or None
+
+    @field_validator("home", "feature_repo", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @model_validator(mode="after")
+    def _parse_url(self) -> "Settings":
+        if self.database_url is not None:
+            DbTarget.from_url(self.database_url)  # a ConfigError naming the bad part, before anything runs
+        return self
 
     @classmethod
     def from_env(cls) -> "Settings":
-        home = Path(os.environ.get("STAR_HOME", REPO_ROOT / ".star")).resolve()
-        url = os.environ.get("STAR_DATABASE_URL") or None
-        database = DbTarget.from_url(url).dbname if url else DEFAULT_DATABASE
-        repo = Path(os.environ.get("STAR_FEATURE_REPO", REPO_ROOT / "feature_repo")).resolve()
-        return cls(home=home, database_url=url, feature_repo=repo, database=database)
+        return cls()
+
+    @property
+    def database(self) -> str:
+        """The database name: STAR_DATABASE_URL's, else "star" on the embedded server."""
+        return DbTarget.from_url(self.database_url).dbname if self.database_url else DEFAULT_DATABASE
 
     @property
     def embedded(self) -> bool:

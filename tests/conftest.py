@@ -21,7 +21,8 @@ from star.config import Settings
 @pytest.fixture(scope="session")
 def server():
     settings = Settings.from_env()
-    base = db.server_target(settings, start=True)
+    # the fixture may start the embedded server (library calls and jobs never do: star/db.py server_target)
+    base = db.start_embedded(settings) if settings.embedded else db.server_target(settings)
     template = base.with_database(f"star_test_template_{os.getpid()}")
     db.drop_database(template)
     db.ensure_database(template)

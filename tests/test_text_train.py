@@ -9,6 +9,7 @@ from dataclasses import fields
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -16,7 +17,7 @@ from star.errors import TextInputError  # noqa: E402
 from star.text.config import TextModelConfig, TrainConfig  # noqa: E402
 from star.text.evaluate import compare, format_table  # noqa: E402
 from star.text.model import load_model  # noqa: E402
-from star.text.train import balance, lr_factor, split_by_time, train, warmup_steps  # noqa: E402
+from star.text.train import balance, lr_schedule, split_by_time, train, warmup_steps  # noqa: E402
 from tests.text_models import one_thread, tiny_decoder  # noqa: E402, F401  (one_thread: autouse fixture)
 
 TOPICS = {
@@ -97,9 +98,20 @@ def test_warmup_is_inversely_proportional_to_the_effective_batch():
     assert warmup_steps(effective_batch=3172, total_steps=10_000, constant=95_160, max_fraction=0.1) == 30
     assert warmup_steps(effective_batch=6344, total_steps=10_000, constant=95_160, max_fraction=0.1) == 15
     assert warmup_steps(effective_batch=32, total_steps=60, constant=95_160, max_fraction=0.1) == 6  # capped
-    factors = [lr_factor(s, warmup=3, total=10) for s in range(10)]
-    assert factors[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0]) and factors[-1] == pytest.approx(1 / 7)
-    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
+
+
+
+def test_the_learning_rate_warms_up_then_decays_and_no_step_trains_at_zero():
+    """transformers' get_linear_schedule_with_warmup, one step ahead: the lr each of the 10 optimizer steps uses."""
+    weight = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([{"params": [weight], "lr": 2e-4}])
+    sched, used = lr_schedule(opt, warmup=3, total=10), []
+    for _ in range(10):
+        used.append(opt.param_groups[0]["lr"] / 2e-4)
+        opt.step()
+        sched.step()
+    assert used[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and used[-1] == pytest.approx(1 / 8) and min(used) > 0
+    assert all(a > b for a, b in zip(used[2:], used[3:]))
 
 
 def test_training_lowers_the_loss_and_saves_a_complete_checkpoint(tmp_path, tiny_dir):
@@ -107,9 +119,9 @@ def test_training_lowers_the_loss_and_saves_a_complete_checkpoint(tmp_path, tiny
     result = train(tiny_pairs(), model_cfg=model_cfg, train_cfg=train_cfg, out_dir=tmp_path / "run", progress=False)
     m, losses = result.metrics, [h["loss"] for h in result.metrics["history"]]
     assert m["steps"] == 30 and m["effective_batch"] == 16 and m["warmup_steps"] == 3
-    lrs = [h["lr"] for h in m["history"]]  # warm-up over 3 steps, then linear decay
-    assert lrs[:4] == pytest.approx([train_cfg.lr / 3, train_cfg.lr * 2 / 3, train_cfg.lr, train_cfg.lr])
-    assert lrs[-1] == pytest.approx(train_cfg.lr / 27)
+    lrs = [h["lr"] for h in m["history"]]  # warm-up over 3 steps, then linear decay (lr_schedule)
+    assert lrs[:4] == pytest.approx([train_cfg.lr / 3, train_cfg.lr * 2 / 3, train_cfg.lr, train_cfg.lr * 27 / 28])
+    assert lrs[-1] == pytest.approx(train_cfg.lr / 28)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     assert m["val_auc"] > 0.8 and m["contrastive_final"] > 0
     assert m["train_window"][1] < m["split_time"] <= m["val_window"][0]  # no validation row before a training row

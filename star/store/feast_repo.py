@@ -65,15 +65,16 @@ def repo_contents(specs: list[ViewSpec]) -> RepoContents:
 
 
 def target_from_feast_env() -> DbTarget:
-    """The database feature_store.yaml points at (the STAR_PG_* variables `star db env` prints)."""
-    try:
-        return DbTarget(host=os.environ["STAR_PG_HOST"], port=int(os.environ.get("STAR_PG_PORT", "5432")),
-                        user=os.environ["STAR_PG_USER"], password=os.environ.get("STAR_PG_PASSWORD", ""),
-                        dbname=os.environ["STAR_PG_DATABASE"])
-    except KeyError as exc:
-        raise FeatureRepoError(
-            f"environment variable {exc.args[0]} is not set, so the feature repo does not know its database. "
-            'Run `eval "$(star db env)"` first (or use `star feast apply`)') from exc
+    """The database feature_store.yaml points at (the STAR_PG_* variables `star db env` prints), for the repo
+    modules `feast apply` imports."""
+    from star.store.feast_env import missing_error
+
+    missing = [name for name in ("STAR_PG_HOST", "STAR_PG_USER", "STAR_PG_DATABASE") if not os.environ.get(name)]
+    if missing:
+        raise missing_error(missing)
+    return DbTarget(host=os.environ["STAR_PG_HOST"], port=int(os.environ.get("STAR_PG_PORT") or 5432),
+                    user=os.environ["STAR_PG_USER"], password=os.environ.get("STAR_PG_PASSWORD", ""),
+                    dbname=os.environ["STAR_PG_DATABASE"])
 
 
 @contextmanager

@@ -39,7 +39,9 @@ from feast.repo_config import RepoConfig
 from feast.errors import ZeroColumnQueryResult
 from feast.type_map import arrow_to_pg_type, pg_type_code_to_arrow
 from psycopg import sql
+from pydantic import model_validator
 
+from star.store.feast_env import check_expanded
 from star.store.pgcopy import rows
 
 ROW = "__star_row"
@@ -49,6 +51,12 @@ class StarPostgreSQLOfflineStoreConfig(PostgreSQLOfflineStoreConfig):
     type: Literal["star.store.offline_store.StarPostgreSQLOfflineStore"] = (  # type: ignore[assignment]
         "star.store.offline_store.StarPostgreSQLOfflineStore"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expanded(cls, values):
+        """The first STAR code `feast` runs on feature_store.yaml: an unset ${STAR_PG_*} is one clear error."""
+        return check_expanded(values)
 
 
 def _q(name: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import get_linear_schedule_with_warmup
 from tqdm.auto import tqdm
 
 from star.common import roc_auc, seed_run
@@ -104,11 +105,13 @@ def warmup_steps(*, effective_batch: int, total_steps: int, constant: float, max
     return int(min(round(constant / effective_batch), math.floor(max_fraction * total_steps)))
 
 
-def lr_factor(step: int, *, warmup: int, total: int) -> float:
-    """Linear warm-up to 1 then linear decay; never 0, so no optimizer step is wasted."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(total - step, 1) / max(total - warmup, 1)
+def lr_schedule(opt: torch.optim.Optimizer, *, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' linear warm-up + linear decay, started one step in (last_epoch=0 over total + 1 steps): the
+    first of `total` steps trains at lr/warmup and the last at lr/(total + 1 - warmup), never at 0, so no optimizer
+    step is wasted; the peak is at step warmup - 1."""
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # what a scheduler resumed at last_epoch=0 starts from
+    return get_linear_schedule_with_warmup(opt, num_warmup_steps=warmup, num_training_steps=total + 1, last_epoch=0)
 
 
 def train(pairs: pd.DataFrame, *, model_cfg: TextModelConfig, train_cfg: TrainConfig, out_dir: str | Path,
@@ -182,7 +185,7 @@ def _fit(rows, schedule, *, encoder, head, embed, cfg: TrainConfig, warmup: int,
     groups = [{"params": list(head.parameters()), "lr": cfg.head_lr}] + ([{"params": lora, "lr": cfg.lr}] if lora
                                                                           else [])
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup=warmup, total=total))
+    sched = lr_schedule(opt, warmup=warmup, total=total)
     encoder.train(bool(lora))
     head.train()
     contrastive = cfg.mode == "bce+contrastive"
