@@ -15,7 +15,7 @@ class Entity(str, Enum):
     job = "job"
 
 
-class TextLength(str, Enum):  # star.data.synthetic_text.TEXT_LENGTHS
+class TextLength(str, Enum):  # star.data.synthetic_drafts.TEXT_LENGTHS
     long = "long"
     short = "short"
 

@@ -61,7 +61,7 @@ def test_help_lists_the_choices():
 
 
 def test_the_choices_are_the_ones_the_modules_check():
-    from star.data.synthetic_text import TEXT_LENGTHS
+    from star.data.synthetic_drafts import TEXT_LENGTHS
     from star.text.config import MODES, POOLINGS, PRECISIONS
     from star.versions.lifecycle import CONSUMER_KINDS
 
