@@ -18,13 +18,13 @@ from star.config import DbTarget, Settings
 
 def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
     from star.store.catalog import published_views
-    from star.store.feast_repo import apply, open_store
+    from star.store.feast_repo import apply
 
     started = time.time()
     with db.connect(target) as conn:
         specs = published_views(conn)
     with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries the JSON lines
-        apply(open_store(target, settings), specs)
+        apply(target, specs, settings)
     return {"job": "features apply", "feature_views": [s.name for s in specs],
             "seconds": round(time.time() - started, 2)}
 
