@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pytest
+from feast.errors import FeatureNameCollisionError
 
 from star import db
 from star.config import Settings
@@ -114,3 +115,44 @@ def test_the_shipped_ranker_service_resolves_online(target, tmp_path):
     assert got["job_categorical_v1__seniority"] == ["senior", "junior"]
     assert len(got["member_text_embedding_v1__embedding"][0]) == 8
     assert len(got["job_text_embedding_v1__embedding"][1]) == 8
+
+
+MIXED_SERVICE = '''
+from feast import FeatureService
+
+import feature_views as v
+
+matching = FeatureService(name="matching", features=[
+    v.member_text_embedding_v1, v.job_text_embedding_v1, v.member_graph_embedding_v1, v.job_graph_embedding_v1])
+'''
+
+
+def test_a_service_mixing_member_and_job_text_and_graph_embeddings_reads_with_full_names(target, tmp_path):
+    """Four views that each name their vector `embedding`: with full_feature_names=True (the README's way) every
+    vector comes back under <view>__embedding, in STAR's online store and in stock Feast's (STAR_FEAST_MODE)."""
+    load(target, read_dir(tiny_market.write(tmp_path / "m")))
+    rng = np.random.default_rng(3)
+    vectors = {"member_text_embedding": rng.normal(size=(2, 8)), "job_text_embedding": rng.normal(size=(2, 8)),
+               "member_graph_embedding": rng.normal(size=(2, 4)), "job_graph_embedding": rng.normal(size=(2, 4))}
+    for family, vecs in vectors.items():
+        entity = family.split("_")[0]
+        vector_vintage(target, vecs, [1, 2] if entity == "member" else [10, 11], family=family, entity=entity,
+                       kind="graph_embedding" if "graph" in family else "text_embedding")
+    settings = _user_repo(tmp_path)
+    (settings.feature_repo / "my_objects.py").write_text(MIXED_SERVICE)
+    apply_features(target, settings)
+    materialize(target, settings=settings)
+    store = open_store(target, settings)
+    service = store.get_feature_service("matching")
+    rows = [{"member_id": 2, "job_id": 10}, {"member_id": 1, "job_id": 11}]
+    response = store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
+    if os.environ.get("STAR_FEAST_MODE", "star") == "star":  # STAR's one-round-trip read, not Feast's fallback
+        assert type(response).__name__ == "StarOnlineResponse"
+    got = response.to_dict()
+    assert sorted(got) == ["job_graph_embedding_v1__embedding", "job_id", "job_text_embedding_v1__embedding",
+                           "member_graph_embedding_v1__embedding", "member_id", "member_text_embedding_v1__embedding"]
+    for family, vecs in vectors.items():
+        order = [1, 0] if family.startswith("member") else [0, 1]
+        assert got[f"{family}_v1__embedding"] == [vecs[i].astype(np.float32).tolist() for i in order]
+    with pytest.raises(FeatureNameCollisionError):  # Feast's own answer without full names
+        store.get_online_features(features=service, entity_rows=rows)
