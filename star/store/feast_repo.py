@@ -21,6 +21,7 @@ from feast.types import Array, Float32, String
 from star.config import FEAST_PROJECT, DbTarget, Settings
 from star.errors import FeatureRepoError
 from star.store.catalog import ViewSpec
+from star.store.lineage import OWNER
 
 MEMBER = Entity(name="member", join_keys=["member_id"], value_type=ValueType.INT64,
                 description="A member (job seeker) of the marketplace")
@@ -52,9 +53,10 @@ def feature_view(spec: ViewSpec) -> FeatureView:
         schema=[_field(name, dtype, spec.dim) for name, dtype in spec.features],
         source=source,
         online=True,
-        tags={"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,
-              "star_entity": spec.entity},
-        description=f"{spec.family} version {spec.version}",
+        tags=spec.tags or {"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,
+                           "star_entity": spec.entity},
+        description=spec.description or f"{spec.family} version {spec.version}",
+        owner=OWNER,
     )
 
 

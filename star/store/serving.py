@@ -51,5 +51,7 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
         with db.connect(target) as conn:
             published = embeddings.mark_online(conn, views, start=start, end=end)
             conn.commit()
+    if published:  # their Feast tags (star_status) still say 'building'
+        apply_features(target, settings)
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
             **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
