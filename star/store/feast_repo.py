@@ -1,7 +1,11 @@
 """Feast objects for the STAR feature repo, built from the catalog (star/store/catalog.py).
 
 feature_repo/*.py (read by `feast apply`) and `star` (which applies in-process) both call these builders, so
-the command line and the Python API declare the same objects.
+the command line and the Python API declare the same objects. A STAR apply reads the repo as `feast apply` does
+(parse_feature_repo) and merges the catalog's views into it, so users' own objects there are kept:
+
+    feature_repo/*.py --parse_repo--> users' services, views, entities, sources + STAR views (tag star_family)
+    catalog specs --feature_view--> STAR views, replacing the parsed ones --apply (partial=False)--> Feast registry
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from feast.repo_contents import RepoContents
 from feast.types import Array, Float32, String
 
 from star.config import FEAST_PROJECT, DbTarget, Settings
-from star.errors import FeatureRepoError
+from star.errors import FeatureRepoError, StarError
 from star.store.catalog import ViewSpec
 from star.store.lineage import OWNER
 
@@ -82,6 +86,8 @@ def parse_feature_repo(repo: Path) -> RepoContents:
     try:
         os.chdir(repo)
         return parse_repo(repo)
+    except StarError:
+        raise
     except Exception as exc:
         raise FeatureRepoError(f"the feature repo {repo} cannot be read as `feast apply` reads it: "
                                f"{type(exc).__name__}: {exc}; fix that file (run `feast -c {repo} plan` to "
