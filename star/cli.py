@@ -221,7 +221,8 @@ def text_train(
 
 @text_app.command("embed")
 def text_embed(
-    adapter: Optional[Path] = typer.Option(None, help="a trained model dir (default: the newest trained one)"),
+    adapter: Optional[Path] = typer.Option(None, help="a trained model dir (default: the newest one trained on this "
+                                                       "database, star.text_models; none: the base model)"),
     base: bool = typer.Option(False, help="embed with the base model even if an adapter was trained"),
     model_dir: Optional[str] = typer.Option(None, help="with --base: local model dir (default: shipped MiniLM)"),
     max_length: Optional[int] = typer.Option(None, help="with --base: token budget per text (default: member 2048, "

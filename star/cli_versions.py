@@ -94,6 +94,7 @@ def versions_deprecate(family: str, version: int) -> None:
     from star.db import connect
     from star.versions.pending import finish_pending
     from star.store.locks import family_lock
+    from star.store.serving import apply_features
     from star.versions.lifecycle import deprecate
 
     target = _target()
@@ -102,6 +103,7 @@ def versions_deprecate(family: str, version: int) -> None:
         with connect(target) as conn:
             result = deprecate(conn, family, version)
             conn.commit()
+        apply_features(target)  # the view's Feast tags: star_status deprecated
     _emit(result)
 
 

@@ -67,10 +67,28 @@ def _run_dir(root: Path) -> Path:
     return run
 
 
-def newest_text_model(settings: Settings) -> Path | None:
-    """The final model of the most recent `star text train` run, if any."""
-    runs = sorted(settings.text_models.glob("*/model/star_text_model.json"), key=lambda p: p.stat().st_mtime)
-    return runs[-1].parent if runs else None
+def newest_text_model(target: DbTarget) -> Path | None:
+    """The newest model `star text train` trained on this database (star.text_models), if any."""
+    from star.store import text_models
+
+    with db.connect(target) as conn:
+        found = text_models.newest(conn)
+    return Path(found.path) if found else None
+
+
+def _record_text_model(target: DbTarget, model_dir: Path, pairs, metrics: dict) -> None:
+    """Register a saved model in star.text_models with its base model, adapter checksum and data window."""
+    from star.store import text_models
+
+    doc = json.loads((model_dir / "star_text_model.json").read_text())
+    times = pairs["event_timestamp"] if len(pairs) else None
+    with db.connect(target) as conn:
+        text_models.record(conn, path=model_dir, base_model=doc["fingerprint"]["model_dir"],
+                           adapter_sha256=doc["fingerprint"].get("adapter_checksum"),
+                           data_start=None if times is None else times.min().to_pydatetime(),
+                           data_end=None if times is None else times.max().to_pydatetime(),
+                           config={"model": doc["model_config"], "train": doc["train_config"]}, metrics=metrics)
+        conn.commit()
 
 
 def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = "apply", compare: bool = True,
@@ -106,6 +124,7 @@ def text_train(target: DbTarget, *, model_cfg=None, train_cfg=None, task: str = 
     else:
         metrics = train(pairs, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=run / "model",
                         progress=progress).metrics
+    _record_text_model(target, run / "model", pairs, metrics)
     return {"job": "text train", "model": str(run / "model"), "mode": train_cfg.mode, "pairs": len(pairs),
             "negatives_by_source": negative_counts(pairs), "metrics": metrics,
             "seconds": round(time.time() - started, 2)}
@@ -118,9 +137,9 @@ def _comparison(model_dir: Path) -> dict | None:
 
 def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path | None = None, base: bool = False,
                cfg=None, model_cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
-    """`star text embed`: the newest trained adapter (or `adapter`, or the base model: `model_cfg`, or the default
-    config on `model_dir`) -> new or continued versions of member_text_embedding / job_text_embedding, applied in
-    Feast and materialized."""
+    """`star text embed`: the newest model trained on this database (star.text_models; or `adapter`, or the base
+    model: `model_cfg`, or the default config on `model_dir`) -> new or continued versions of
+    member_text_embedding / job_text_embedding, applied in Feast and materialized."""
     from star.store.locks import family_lock
     from star.text.config import TextModelConfig
     from star.text.embed import FAMILIES, EmbedConfig, embed_texts
@@ -128,7 +147,7 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
 
     started = time.time()
     settings = settings or Settings.from_env()
-    adapter = adapter if adapter is not None else (None if base else newest_text_model(settings))
+    adapter = adapter if adapter is not None else (None if base else newest_text_model(target))
     if adapter is not None:
         encoder, _, info = load_model(adapter)
         lineage = {"adapter_dir": str(adapter), "train": info.get("metrics", {}),
@@ -142,7 +161,10 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
         finished = finish_pending(target, families, settings)
         results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress)
         changed = finished_views(finished) + serve_pending(target, families, settings)
-    return {"job": "text embed", "adapter": str(adapter) if adapter else None, "families": results,
+    note = {} if adapter is not None or base else {
+        "note": f"no text model was trained on this database (star.text_models): embedded with the base model "
+                f"{encoder.cfg.model_dir}; pass --adapter DIR for a model trained elsewhere"}
+    return {"job": "text embed", "adapter": str(adapter) if adapter else None, **note, "families": results,
             "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 

@@ -45,6 +45,7 @@ def _run(args, env, **kw) -> subprocess.CompletedProcess:
 def seeded(target):
     env = _env(target.sqlalchemy_url())
     _run([str(BIN / "star"), "seed", "--synthetic", "--members", "30", "--jobs", "10", "--text-length", "short"], env)
+    _run([str(BIN / "star"), "text", "embed", "--base"], env)  # text vintage 1: feature_services.py's ranker_v1
     return env
 
 
@@ -60,3 +61,4 @@ def test_the_feast_cli_and_python_sections_run_as_written(seeded):
         out = _run(["bash", "-euo", "pipefail", "-c", 'eval "$(star db env)"; exec python -'], seeded,
                    input=block).stdout
     assert "'member_id': [1]" in out and "'seniority': [None]" not in out and "'seniority': [" in out
+    assert "'member_text_embedding_v1__embedding'" in out and "'job_text_embedding_v1__embedding'" in out

@@ -249,7 +249,7 @@ def test_train_then_embed_uses_the_newest_adapter_and_records_lineage(target, tm
         model, config, metrics = conn.execute(
             "SELECT model, config, metrics FROM star.embedding_versions WHERE family = 'job_text_embedding'"
         ).fetchone()
-    assert model == tiny_dir
+    assert model == trained["model"]  # the adapter that computed the vectors, not its base model
     assert config["fingerprint"]["adapter_checksum"]
     assert config["fingerprint"]["config"]["pooling"] == "mean"
     assert [r["model"] for r in metrics["comparison"]["rows"]] == ["frozen_head", "bce", "bce+contrastive"]

@@ -35,6 +35,8 @@ class ViewSpec:
     query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
     dim: int | None = field(default=None, metadata={"help": "vector length of an embedding view"})
     status: str = field(default="published", metadata={"help": "its registry status (star.embedding_versions)"})
+    tags: dict[str, str] = field(default_factory=dict, metadata={"help": "lineage for Feast (star/store/lineage.py)"})
+    description: str = field(default="", metadata={"help": "one line naming model and data window"})
 
     @property
     def name(self) -> str:
@@ -138,21 +140,26 @@ def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
     vintages whose rows are in place but not yet materialized (status 'building' with config.ready_as: applied
     and materialized before they are published). A vintage whose retire is under way is already served through
     its map (config.retire_pending / repoint_pending). Other building versions are invisible."""
+    from star.store.lineage import VersionRow, description, tags
+
     rows = conn.execute(
-        "SELECT family, version, entity, dim, config, served_from, status FROM star.embedding_versions "
+        "SELECT family, version, entity, dim, config, served_from, status, model, metrics, data_start, data_end "
+        "FROM star.embedding_versions "
         "WHERE config->>'kind' = ANY(%s) AND (status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) "
         "ORDER BY family, version",
         (list(FAMILY_KINDS + EMBEDDING_KINDS), list(SERVED))).fetchall()
     specs = []
-    for family, version, entity, dim, config, served_from, status in rows:
+    for family, version, entity, dim, config, served_from, status, model, metrics, start, end in rows:
         kind = config["kind"]
         features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
         pending = config.get("retire_pending") or config.get("repoint_pending")
         source = pending["source"] if pending else served_from
         query = retired_query(entity, family, version, source) if source is not None else \
             source_query(entity, kind, features, config.get("table"))
+        row = VersionRow(family=family, version=version, entity=entity, kind=kind, status=status, model=model,
+                         config=config, metrics=metrics, data_start=start, data_end=end, served_from=served_from)
         specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
-                              query=query, status=status))
+                              query=query, status=status, tags=tags(row, source), description=description(row, source)))
     return specs
 
 

@@ -1,12 +1,17 @@
 """Feast objects for the STAR feature repo, built from the catalog (star/store/catalog.py).
 
 feature_repo/*.py (read by `feast apply`) and `star` (which applies in-process) both call these builders, so
-the command line and the Python API declare the same objects.
+the command line and the Python API declare the same objects. A STAR apply reads the repo as `feast apply` does
+(parse_feature_repo) and merges the catalog's views into it, so users' own objects there are kept:
+
+    feature_repo/*.py --parse_repo--> users' services, views, entities, sources + STAR views (tag star_family)
+    catalog specs --feature_view--> STAR views, replacing the parsed ones --apply (partial=False)--> Feast registry
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,8 +23,9 @@ from feast.repo_contents import RepoContents
 from feast.types import Array, Float32, String
 
 from star.config import FEAST_PROJECT, DbTarget, Settings
-from star.errors import FeatureRepoError
+from star.errors import FeatureRepoError, StarError
 from star.store.catalog import ViewSpec
+from star.store.lineage import OWNER
 
 MEMBER = Entity(name="member", join_keys=["member_id"], value_type=ValueType.INT64,
                 description="A member (job seeker) of the marketplace")
@@ -51,17 +57,71 @@ def feature_view(spec: ViewSpec) -> FeatureView:
         schema=[_field(name, dtype, spec.dim) for name, dtype in spec.features],
         source=source,
         online=True,
-        tags={"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,
-              "star_entity": spec.entity},
-        description=f"{spec.family} version {spec.version}",
+        tags=spec.tags or {"star_family": spec.family, "star_version": str(spec.version), "star_kind": spec.kind,
+                           "star_entity": spec.entity},
+        description=spec.description or f"{spec.family} version {spec.version}",
+        owner=OWNER,
     )
 
 
-def repo_contents(specs: list[ViewSpec]) -> RepoContents:
+def _repo_modules(repo: Path) -> list[str]:
+    from feast.repo_operations import get_repo_files
+
+    return [".".join(f.relative_to(repo).with_suffix("").parts) for f in get_repo_files(repo)]
+
+
+def parse_feature_repo(repo: Path) -> RepoContents:
+    """What `feast apply` reads from the repo: Feast's own parse_repo, imported afresh (the repo's modules, e.g.
+    feature_views.py, read the database named by STAR_PG_*, so a module cached by an earlier parse would be stale),
+    with the process's cwd, sys.path and sys.modules restored afterwards."""
+    from feast.repo_operations import parse_repo
+
+    repo = repo.resolve()
+    names = _repo_modules(repo)
+    saved = {n: sys.modules.pop(n) for n in list(sys.modules)
+             if any(n == m or n.startswith(m + ".") for m in names)}
+    cwd, path, bytecode = Path.cwd(), list(sys.path), sys.dont_write_bytecode
+    sys.path.insert(0, str(repo))
+    sys.dont_write_bytecode = True  # as `feast apply` does: no __pycache__ in the user's repo
+    try:
+        os.chdir(repo)
+        return parse_repo(repo)
+    except StarError:
+        raise
+    except Exception as exc:
+        raise FeatureRepoError(f"the feature repo {repo} cannot be read as `feast apply` reads it: "
+                               f"{type(exc).__name__}: {exc}; fix that file (run `feast -c {repo} plan` to "
+                               "see the same error)") from exc
+    finally:
+        os.chdir(cwd)
+        sys.path[:], sys.dont_write_bytecode = path, bytecode
+        for n in [n for n in sys.modules if any(n == m or n.startswith(m + ".") for m in names)]:
+            del sys.modules[n]
+        sys.modules.update(saved)
+
+
+def is_star_view(fv: FeatureView) -> bool:
+    return "star_family" in fv.tags
+
+
+def repo_contents(specs: list[ViewSpec], user: RepoContents | None = None) -> RepoContents:
+    """The catalog's views merged into what the repo defines (`user`, from parse_feature_repo): the repo's own
+    objects (feature services, views, entities, sources) are kept; STAR's views are exactly `specs`."""
     views = [feature_view(spec) for spec in specs]
-    return RepoContents(projects=[], data_sources=[v.batch_source for v in views], feature_views=views,
-                        on_demand_feature_views=[], stream_feature_views=[], label_views=[],
-                        entities=[MEMBER, JOB], feature_services=[], permissions=[])
+    if user is None:
+        user = RepoContents(projects=[], data_sources=[], feature_views=[], on_demand_feature_views=[],
+                            stream_feature_views=[], label_views=[], entities=[], feature_services=[],
+                            permissions=[])
+    star_sources = {id(fv.batch_source) for fv in user.feature_views if is_star_view(fv)}
+    ours = {v.batch_source.name for v in views}
+    sources = [s for s in user.data_sources if id(s) not in star_sources and s.name not in ours]
+    named = {e.name for e in user.entities}
+    return RepoContents(
+        projects=user.projects, data_sources=sources + [v.batch_source for v in views],
+        feature_views=[fv for fv in user.feature_views if not is_star_view(fv)] + views,
+        on_demand_feature_views=user.on_demand_feature_views, stream_feature_views=user.stream_feature_views,
+        label_views=user.label_views, entities=user.entities + [e for e in (MEMBER, JOB) if e.name not in named],
+        feature_services=user.feature_services, permissions=user.permissions)
 
 
 def target_from_feast_env() -> DbTarget:
@@ -99,17 +159,21 @@ def open_store(target: DbTarget, settings: Settings | None = None) -> FeatureSto
         return FeatureStore(repo_path=str(repo))
 
 
-def apply(store: FeatureStore, specs: list[ViewSpec]) -> None:
-    """`feast apply` in-process for the catalog's views (objects no longer in the catalog are removed)."""
+def apply(target: DbTarget, specs: list[ViewSpec], settings: Settings | None = None) -> None:
+    """`feast apply` in-process: what the feature repo defines (users' feature services, views, entities, sources)
+    plus the catalog's views; STAR views no longer in the catalog, and objects no longer in the repo, are removed
+    (as `feast apply` removes them)."""
     from feast.repo_operations import apply_total_with_repo_instance
 
+    repo = (settings or Settings.from_env()).feature_repo
+    store = open_store(target, settings)
+    with feast_env(target):
+        contents = repo_contents(specs, parse_feature_repo(repo))
     cwd = Path.cwd()
     try:
-        apply_total_with_repo_instance(store, FEAST_PROJECT, store.registry, repo_contents(specs),
-                                       skip_source_validation=True)
+        apply_total_with_repo_instance(store, FEAST_PROJECT, store.registry, contents, skip_source_validation=True)
     finally:
         os.chdir(cwd)
-
 
 
 def require_applied(store: FeatureStore, views: set[str]) -> None:

@@ -19,13 +19,13 @@ from star.config import DbTarget, Settings
 
 def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
     from star.store.catalog import published_views
-    from star.store.feast_repo import apply, open_store
+    from star.store.feast_repo import apply
 
     started = time.time()
     with db.connect(target) as conn:
         specs = published_views(conn)
     with contextlib.redirect_stdout(sys.stderr):  # Feast prints progress; stdout carries the JSON lines
-        apply(open_store(target, settings), specs)
+        apply(target, specs, settings)
     return {"job": "features apply", "feature_views": [s.name for s in specs],
             "seconds": round(time.time() - started, 2)}
 
@@ -52,6 +52,8 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
         with db.connect(target) as conn:
             published = embeddings.mark_online(conn, views, start=start, end=end)
             conn.commit()
+    if published:  # their Feast tags (star_status) still say 'building'
+        apply_features(target, settings)
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
             **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
 

@@ -94,7 +94,7 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
         with conn.transaction():
             v, created = store.find_or_create(conn, family=family, entity=entity, dim=encoder.dim,
                                               kind="text_embedding", fingerprint=fingerprint,
-                                              model=str(fingerprint.get("model_dir")))
+                                              model=lineage.get("adapter_dir") or str(fingerprint.get("model_dir")))
             store.ensure_staging(conn, v)
         todo, total = store.pending(conn, v)
         blank = todo["text"].str.strip() == ""  # only left when --skip-empty

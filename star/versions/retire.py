@@ -146,6 +146,7 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
     with connect(target) as conn:
         with conn.transaction():
             _flip(conn, family, version, plan, deps, v["entity"])
+    apply_features(target, settings)  # the Feast tags: star_status retired, star_served_from
     return {"feature_views": views, "uncovered_served_as_missing": len(lost_ids)}
 
 
