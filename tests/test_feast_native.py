@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,7 @@ def _user_repo(tmp_path: Path) -> Settings:
     repo = tmp_path / "feature_repo"
     shutil.copytree(Settings.from_env().feature_repo, repo, ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "my_objects.py").write_text(USER_OBJECTS)
-    return replace(Settings.from_env(), feature_repo=repo)
+    return Settings.from_env().model_copy(update={"feature_repo": repo})
 
 
 def _feast_apply(target, settings: Settings) -> None:

@@ -21,10 +21,15 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 def blocks(heading: str, lang: str) -> list[str]:
     """The `lang` fenced blocks between `### heading` and the next heading of any level."""
-    text = (REPO_ROOT / "README.md").read_text()
-    start = text.index(f"\n### {heading}\n")
-    end = re.compile(r"^#{1,3} ", re.M).search(text, start + 2)
-    section = text[start:end.start() if end else len(text)]
+    lines = (REPO_ROOT / "README.md").read_text().splitlines(keepends=True)
+    start = lines.index(f"### {heading}\n")
+    section, fenced = [], False
+    for line in lines[start + 1:]:
+        fenced ^= line.startswith("```")
+        if not fenced and re.match(r"#{1,3} ", line):  # the next heading (a `#` comment inside a block is not one)
+            break
+        section.append(line)
+    section = "".join(section)
     return [body for kind, body in FENCE.findall(section) if kind == lang]
 
 
