@@ -33,6 +33,11 @@ class FeatureRepoError(StarError):
     """The Feast repository and the data or registry disagree."""
 
 
+class VersionError(StarError):
+    """A vintage (a version of an embedding family) does not exist, disagrees with what a job was asked to write,
+    or cannot move to the requested state."""
+
+
 class TrainsetError(StarError):
     """A training set cannot be built as asked."""
 

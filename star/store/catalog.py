@@ -4,23 +4,26 @@
     star.id_features relations                 -> <entity>_ids           (<relation>_ids Array(String), <relation>_latest)
     star.text_snapshots                        -> <entity>_text          (text, text_md5)
 
-Every family's feature list is versioned in star.embedding_versions: `sync_versions` adds version k+1 when the
-ingested columns change, so `feast apply` (feature_repo/feature_views.py reads `published_views`) stays in step
-with the data and a consumer of <family>_v<k> keeps its columns.
+Every family's feature list is versioned in the vintage registry (star/store/registry.py): `sync_versions` adds
+version k+1 when the ingested columns change, so `feast apply` (feature_repo/feature_views.py reads
+`published_views`) stays in step with the data and a consumer of <family>_v<k> keeps its columns.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from star.common import ENTITIES, ID_COLUMN
+from star.store import registry
+from star.store.registry import EMBEDDING_KINDS, SERVABLE, SERVED
+
+__all__ = ["EMBEDDING_KINDS", "FAMILY_KINDS", "SERVABLE", "SERVED", "ViewSpec", "latest_views", "published_views",
+           "source_query", "sync_versions"]
 
 FAMILY_KINDS = ("categorical", "ids", "text")
-EMBEDDING_KINDS = ("text_embedding", "graph_embedding")  # versions written by embedding jobs (star/store/embeddings.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,13 +37,13 @@ class ViewSpec:
     features: list[tuple[str, str]] = field(metadata={"help": "(name, 'string' | 'string_list' | 'float_list')"})
     query: str = field(metadata={"help": "the source query: join key, event_timestamp, created, features"})
     dim: int | None = field(default=None, metadata={"help": "vector length of an embedding view"})
-    status: str = field(default="published", metadata={"help": "its registry status (star.embedding_versions)"})
+    status: str = field(default="published", metadata={"help": "its registry status (star/store/registry.py)"})
     tags: dict[str, str] = field(default_factory=dict, metadata={"help": "lineage for Feast (star/store/lineage.py)"})
     description: str = field(default="", metadata={"help": "one line naming model and data window"})
 
     @property
     def name(self) -> str:
-        return f"{self.family}_v{self.version}"
+        return registry.view_name(self.family, self.version)
 
 
 def _current_features(conn: psycopg.Connection, entity: str, kind: str) -> list[tuple[str, str]]:
@@ -106,24 +109,14 @@ def sync_versions(conn: psycopg.Connection) -> list[str]:
             features = _current_features(conn, entity, kind)
             if not features:
                 continue
-            latest = conn.execute(
-                "SELECT version, config->'features' FROM star.embedding_versions WHERE family = %s "
-                "ORDER BY version DESC LIMIT 1", (family,)).fetchone()
+            latest = registry.latest_features(conn, family)
             if latest and [tuple(f) for f in latest[1]] == features:
                 continue
             version = latest[0] + 1 if latest else 1
-            conn.execute(
-                "INSERT INTO star.embedding_versions (family, version, entity, status, feature_view, model, config)"
-                " VALUES (%s, %s, %s, 'published', %s, NULL, %s)",
-                (family, version, entity, f"{family}_v{version}",
-                 json.dumps({"kind": kind, "features": features})))
-            created.append(f"{family}_v{version}")
+            registry.insert(conn, family=family, version=version, entity=entity, status="published",
+                            config={"kind": kind, "features": features})
+            created.append(registry.view_name(family, version))
     return created
-
-
-SERVABLE = ("published", "deprecated", "retired")  # what consumers read: Feast, SQL (star.nearest), trainsets
-SERVED = ("candidate", *SERVABLE)  # building vintages are invisible to Feast; candidates
-# are applied (shadow views, for the parity gate of `star versions publish`) but not published
 
 
 def retired_query(entity: str, family: str, version: int, served_from: int) -> str:
@@ -131,7 +124,7 @@ def retired_query(entity: str, family: str, version: int, served_from: int) -> s
     return _string(sql.SQL("SELECT {}, event_timestamp, created, star.compat_apply({}, {}, {}, embedding) AS embedding "
                            "FROM {}").format(
         sql.Identifier(ID_COLUMN[entity]), sql.Literal(family), sql.Literal(int(served_from)),
-        sql.Literal(int(version)), sql.Identifier("star", f"{family}_v{served_from}")))
+        sql.Literal(int(version)), registry.table(family, int(served_from))))
 
 
 def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
@@ -140,26 +133,19 @@ def published_views(conn: psycopg.Connection) -> list[ViewSpec]:
     vintages whose rows are in place but not yet materialized (status 'building' with config.ready_as: applied
     and materialized before they are published). A vintage whose retire is under way is already served through
     its map (config.retire_pending / repoint_pending). Other building versions are invisible."""
-    from star.store.lineage import VersionRow, description, tags
+    from star.store.lineage import description, tags
 
-    rows = conn.execute(
-        "SELECT family, version, entity, dim, config, served_from, status, model, metrics, data_start, data_end "
-        "FROM star.embedding_versions "
-        "WHERE config->>'kind' = ANY(%s) AND (status = ANY(%s) OR (status = 'building' AND config ? 'ready_as')) "
-        "ORDER BY family, version",
-        (list(FAMILY_KINDS + EMBEDDING_KINDS), list(SERVED))).fetchall()
     specs = []
-    for family, version, entity, dim, config, served_from, status, model, metrics, start, end in rows:
-        kind = config["kind"]
+    for row in registry.served_rows(conn, FAMILY_KINDS + EMBEDDING_KINDS):
+        config, kind = row.config, row.config["kind"]
         features = [("embedding", "float_list")] if kind in EMBEDDING_KINDS else [tuple(f) for f in config["features"]]
         pending = config.get("retire_pending") or config.get("repoint_pending")
-        source = pending["source"] if pending else served_from
-        query = retired_query(entity, family, version, source) if source is not None else \
-            source_query(entity, kind, features, config.get("table"))
-        row = VersionRow(family=family, version=version, entity=entity, kind=kind, status=status, model=model,
-                         config=config, metrics=metrics, data_start=start, data_end=end, served_from=served_from)
-        specs.append(ViewSpec(family=family, version=version, entity=entity, kind=kind, features=features, dim=dim,
-                              query=query, status=status, tags=tags(row, source), description=description(row, source)))
+        source = pending["source"] if pending else row.served_from
+        query = retired_query(row.entity, row.family, row.version, source) if source is not None else \
+            source_query(row.entity, kind, features, config.get("table"))
+        specs.append(ViewSpec(family=row.family, version=row.version, entity=row.entity, kind=kind,
+                              features=features, dim=row.dim, query=query, status=row.status,
+                              tags=tags(row, source), description=description(row, source)))
     return specs
 
 

@@ -1,6 +1,6 @@
 """Embedding versions in PostgreSQL: one table per version, staged writes, atomic publication.
 
-    star.embedding_versions (family, version): status building -> published, lineage in config / metrics
+    registry row (family, version)   star/store/registry.py: status building -> published, lineage in config / metrics
     star.<family>_v<k>           (<id>, event_timestamp, created, <source column>, embedding vector(d), is_current)
                                  source column: text_md5 for text embeddings (the text embedded), source_md5 for
                                  graph embeddings (md5 of model fingerprint and graph cutoff)
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,114 +27,45 @@ import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
-from star.common import ID_COLUMN
-from star.errors import StarError
-from star.store import translated
+from star.store import registry, translated
+from star.store.registry import SOURCE_COLUMN, VersionError, VersionRow
 
-
-class EmbeddingVersionError(StarError):
-    """A version does not exist, or disagrees with what a job was asked to write."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EmbeddingVersion:
-    family: str
-    version: int
-    entity: str
-    dim: int
-    status: str
-    fingerprint_hash: str
-    kind: str = "text_embedding"
-
-    @property
-    def name(self) -> str:
-        return f"{self.family}_v{self.version}"
-
-    @property
-    def table(self) -> sql.Composed:
-        return sql.Identifier("star", self.name)
-
-    @property
-    def staging(self) -> sql.Composed:
-        return sql.Identifier("star", f"{self.name}__staging")
-
-    @property
-    def key(self) -> str:
-        return ID_COLUMN[self.entity]
-
-    @property
-    def source_column(self) -> str:
-        """What each row was computed from: the text's md5, or the md5 of (graph model, cutoff)."""
-        return SOURCE_COLUMN[self.kind]
-
-
-SOURCE_COLUMN = {"text_embedding": "text_md5", "graph_embedding": "source_md5"}
+__all__ = ["SOURCE_COLUMN", "VersionRow", "ensure_staging", "find_or_create", "fingerprint_hash", "mark_online",
+           "online_pending", "pending", "publish", "stage"]
 
 
 def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _row(r) -> EmbeddingVersion:
-    family, version, entity, dim, status, config = r
-    return EmbeddingVersion(family=family, version=version, entity=entity, dim=dim, status=status,
-                            fingerprint_hash=config.get("fingerprint_hash", ""),
-                            kind=config.get("kind", "text_embedding"))
-
-
-SELECT_VERSION = ("SELECT family, version, entity, dim, status, config FROM star.embedding_versions "
-                  "WHERE family = %(family)s")
-
-
-def get_version(conn: psycopg.Connection, family: str, version: int) -> EmbeddingVersion:
-    r = conn.execute(SELECT_VERSION + " AND version = %(version)s", {"family": family, "version": version}).fetchone()
-    if r is None:
-        known = [v for (v,) in conn.execute(
-            "SELECT version FROM star.embedding_versions WHERE family = %s ORDER BY 1", (family,))]
-        raise EmbeddingVersionError(f"{family} version {version} does not exist (versions: {known or 'none'}); "
-                                    "run `star text embed` or `star graph embed` to create one")
-    return _row(r)
-
-
 def find_or_create(conn: psycopg.Connection, *, family: str, entity: str, dim: int, kind: str, fingerprint: dict,
-                   model: str) -> tuple[EmbeddingVersion, bool]:
+                   model: str) -> tuple[VersionRow, bool]:
     """The version built from this exact fingerprint (to continue it), or a new one in status 'building'."""
     fp_hash = fingerprint_hash(fingerprint)
-    conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
-    r = conn.execute(SELECT_VERSION + " AND config->>'fingerprint_hash' = %(h)s AND status <> 'retired'"
-                     " ORDER BY version DESC LIMIT 1", {"family": family, "h": fp_hash}).fetchone()
-    if r is not None:
-        found = _row(r)
+    registry.lock(conn)
+    found = registry.by_fingerprint(conn, family, fp_hash)
+    if found is not None:
         if found.dim != dim:
-            raise EmbeddingVersionError(
+            raise VersionError(
                 f"{found.name} holds {found.dim}-d embeddings but the model now gives {dim}-d; a model change must "
                 "change its fingerprint: check the model directory, or retire the version")
         return found, False
-    (latest,) = conn.execute("SELECT coalesce(max(version), 0) FROM star.embedding_versions WHERE family = %s",
-                             (family,)).fetchone()
+    latest = registry.latest_version(conn, family)
     if kind not in SOURCE_COLUMN:
-        raise EmbeddingVersionError(f"kind={kind!r}; embedding kinds are {sorted(SOURCE_COLUMN)}")
-    v = EmbeddingVersion(family=family, version=latest + 1, entity=entity, dim=dim, status="building",
-                         fingerprint_hash=fp_hash, kind=kind)
-    conn.execute(
-        "INSERT INTO star.embedding_versions (family, version, entity, dim, status, feature_view, model, config) "
-        "VALUES (%s, %s, %s, %s, 'building', %s, %s, %s)",
-        (family, v.version, entity, dim, v.name, model,
-         json.dumps({"kind": kind, "fingerprint_hash": fp_hash, "fingerprint": fingerprint,
-                     "table": f"star.{v.name}"}, default=str)))
-    conn.execute(sql.SQL(
-        "CREATE TABLE {t} ({key} bigint NOT NULL, event_timestamp timestamptz NOT NULL, "
-        "created timestamptz NOT NULL DEFAULT now(), {src} text NOT NULL, embedding vector({dim}) NOT NULL, "
-        "is_current boolean NOT NULL DEFAULT false, PRIMARY KEY ({key}, event_timestamp))").format(
-        t=v.table, key=sql.Identifier(v.key), src=sql.Identifier(v.source_column), dim=sql.Literal(dim)))
+        raise VersionError(f"kind={kind!r}; embedding kinds are {sorted(SOURCE_COLUMN)}")
+    version = latest + 1
+    config = {"kind": kind, "fingerprint_hash": fp_hash, "fingerprint": fingerprint,
+              "table": registry.qualified(family, version)}
+    registry.insert(conn, family=family, version=version, entity=entity, dim=dim, status="building", model=model,
+                    config=config)
+    v = VersionRow(family=family, version=version, entity=entity, dim=dim, status="building", kind=kind, model=model,
+                   config=json.loads(json.dumps(config, default=str)))
+    registry.create_table(conn, v)
     return v, True
 
 
-def ensure_staging(conn: psycopg.Connection, v: EmbeddingVersion) -> None:
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {s} (LIKE {t} INCLUDING DEFAULTS)").format(
-        s=v.staging, t=v.table))
-    conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {i} ON {s} ({key}, event_timestamp)").format(
-        i=sql.Identifier(f"{v.name}__staging_key"), s=v.staging, key=sql.Identifier(v.key)))
+def ensure_staging(conn: psycopg.Connection, v: VersionRow) -> None:
+    registry.ensure_staging(conn, v)
 
 
 PENDING = """
@@ -150,7 +80,7 @@ ORDER BY s.entity_id, s.valid_from
 """
 
 
-def pending(conn: psycopg.Connection, v: EmbeddingVersion) -> tuple[pd.DataFrame, int]:
+def pending(conn: psycopg.Connection, v: VersionRow) -> tuple[pd.DataFrame, int]:
     """Snapshots whose text is new or changed since this version embedded them, and the count of all snapshots."""
     rows = conn.execute(sql.SQL(PENDING).format(t=v.table, s=v.staging, key=sql.Identifier(v.key)),
                         {"entity": v.entity}).fetchall()
@@ -158,12 +88,12 @@ def pending(conn: psycopg.Connection, v: EmbeddingVersion) -> tuple[pd.DataFrame
     return pd.DataFrame(rows, columns=["entity_id", "valid_from", "text_md5", "text"]), total
 
 
-def stage(conn: psycopg.Connection, v: EmbeddingVersion, batch: pd.DataFrame, embeddings: np.ndarray) -> None:
+def stage(conn: psycopg.Connection, v: VersionRow, batch: pd.DataFrame, embeddings: np.ndarray) -> None:
     """Write one batch into staging (binary COPY, pgvector) and commit it.
 
     batch: entity_id, valid_from (the row's event_timestamp) and the version's source column, one row per vector."""
     if embeddings.shape[1] != v.dim:
-        raise EmbeddingVersionError(f"{v.name} is {v.dim}-d but the batch is {embeddings.shape[1]}-d")
+        raise VersionError(f"{v.name} is {v.dim}-d but the batch is {embeddings.shape[1]}-d")
     register_vector(conn)
     with conn.transaction():
         conn.execute(sql.SQL("DELETE FROM {s} WHERE ({key}, event_timestamp) IN "
@@ -186,7 +116,7 @@ WHERE t.{key} = m.{key} AND t.is_current IS DISTINCT FROM (t.event_timestamp = m
 """
 
 
-def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hnsw_m: int = 16,
+def publish(conn: psycopg.Connection, v: VersionRow, *, metrics: dict, hnsw_m: int = 16,
             hnsw_ef_construction: int = 64, analyze: bool = True, status: str = "published",
             await_feast: bool = False) -> int:
     """Move staged rows into the version table, index it, mark a building version `status` ('published', or
@@ -207,7 +137,7 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
         conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} USING hnsw (embedding vector_cosine_ops) "
                              "WITH (m = {m}, ef_construction = {ef}) WHERE is_current").format(
             i=sql.Identifier(f"{v.name}_hnsw"), t=v.table, m=sql.Literal(hnsw_m), ef=sql.Literal(hnsw_ef_construction)))
-        conn.execute(sql.SQL("DROP TABLE {s}").format(s=v.staging))
+        registry.drop_staging(conn, v.family, v.version, if_exists=False)
         start, end = conn.execute(sql.SQL("SELECT min(event_timestamp), max(event_timestamp) FROM {t}").format(
             t=v.table)).fetchone()
         # online_pending: Feast has yet to apply / materialize these rows (cleared by pipeline.materialize), so a
@@ -218,52 +148,28 @@ def publish(conn: psycopg.Connection, v: EmbeddingVersion, *, metrics: dict, hns
         new_status = v.status if v.status != "building" else "building" if await_feast else status
         if v.status == "building" and await_feast:
             config["ready_as"] = status
-        conn.execute(
-            "UPDATE star.embedding_versions SET status = %s, data_start = %s, data_end = %s, metrics = metrics || %s, "
-            "config = config || %s, updated_at = now() WHERE family = %s AND version = %s",
-            (new_status, start, end, json.dumps(metrics, default=str), json.dumps(config), v.family, v.version))
+        registry.record_publish(conn, v.family, v.version, status=new_status, data_start=start, data_end=end,
+                                metrics=metrics, config=config)
     if moved and analyze:  # statistics for a new table; later small updates are left to autovacuum
         conn.execute(sql.SQL("ANALYZE {t}").format(t=v.table))
     return moved
 
 
 def online_pending(conn: psycopg.Connection, families: list[str]) -> list[str]:
-    """Feature views of `families` whose newest rows Feast has yet to serve: served views (catalog.SERVED) with
+    """Feature views of `families` whose newest rows Feast has yet to serve: served views (registry.SERVED) with
     unmaterialized rows, and new vintages waiting to be applied and materialized before they are published; in the
     order of `families`, then by version."""
-    from star.store.catalog import SERVED
-
-    return [r[0] for r in conn.execute(
-        "SELECT feature_view FROM star.embedding_versions WHERE family = ANY(%(f)s) AND "
-        "(status = ANY(%(s)s) OR (status = 'building' AND config ? 'ready_as')) AND "
-        "(config->>'online_pending')::boolean ORDER BY array_position(%(f)s::text[], family), version",
-        {"f": list(families), "s": list(SERVED)})]
-
-
-MARK_ONLINE = """
-UPDATE star.embedding_versions v
-SET status = coalesce(v.config->>'ready_as', v.status), config = v.config - 'online_pending' - 'ready_as',
-    updated_at = CASE WHEN v.config ? 'ready_as' THEN now() ELSE v.updated_at END
-FROM star.embedding_versions old  -- the row as it was: RETURNING tells which vintages were waiting to publish
-WHERE old.family = v.family AND old.version = v.version
-  AND v.config ? 'online_pending' AND v.feature_view = ANY(%(views)s::text[])
-  AND (v.data_start IS NULL OR v.data_start >= %(start)s) AND (v.data_end IS NULL OR v.data_end <= %(end)s)
-RETURNING v.feature_view, old.config ? 'ready_as'
-"""
+    return registry.pending_views(conn, families)
 
 
 def mark_online(conn: psycopg.Connection, views: list[str], *, start, end) -> list[str]:
     """Feast now serves these views' rows, materialized over [start, end]: clear the online_pending marks of those
     whose rows the window covered, and such a new vintage becomes what its job asked for (published, or
     candidate). Returns the views that changed status."""
-    rows = conn.execute(MARK_ONLINE, {"views": list(views), "start": start, "end": end}).fetchall()
+    rows = registry.mark_online(conn, views, start=start, end=end)
     return sorted(view for view, flipped in rows if flipped)
 
 
 def families_of(conn: psycopg.Connection, views: list[str]) -> list[str]:
     """The embedding families these feature views belong to."""
-    from star.store.catalog import EMBEDDING_KINDS
-
-    return [r[0] for r in conn.execute(
-        "SELECT DISTINCT family FROM star.embedding_versions WHERE feature_view = ANY(%s) AND config->>'kind' = "
-        "ANY(%s) ORDER BY 1", (list(views), list(EMBEDDING_KINDS)))]
+    return registry.families_of(conn, views)

@@ -25,6 +25,7 @@ from star.common import ID_COLUMN
 from star.config import DbTarget
 from star.db import connect
 from star.errors import EvalSetError, require_at_least
+from star.store import registry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,17 +265,10 @@ def _usable(text) -> bool:
     return isinstance(text, str) and bool(text.strip())
 
 
-VINTAGES = """
-SELECT feature_view, family, entity, version, dim, status, config->>'fingerprint_hash',
-       to_regclass('star.' || feature_view)
-FROM star.embedding_versions WHERE config->>'kind' = 'text_embedding' ORDER BY family, version
-"""
-
-
 def text_vintages(conn) -> list[dict]:
     """Every text vintage of the registry: name, family, entity, version, dim, status, fingerprint_hash, has_rows."""
     out = []
-    for name, family, entity, version, dim, status, fp, table in conn.execute(VINTAGES).fetchall():
+    for name, family, entity, version, dim, status, fp, table in registry.text_vintages(conn):
         rows = table is not None and conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
             sql.Identifier("star", name))).fetchone()[0]
         out.append({"name": name, "family": family, "entity": entity, "version": version, "dim": dim,

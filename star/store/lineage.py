@@ -1,7 +1,7 @@
-"""A version's lineage as Feast shows it: tags and a description built from its star.embedding_versions row, so
+"""A version's lineage as Feast shows it: tags and a description built from its registry row (registry.VersionRow), so
 `feast feature-views describe <view>` and the Feast UI tell which model, data window and status a view has.
 
-    star.embedding_versions row (status, model, config.fingerprint, metrics, data_start/end, served_from)
+    registry row (status, model, config.fingerprint, metrics, data_start/end, served_from)
         --tags()--> star_status, star_model, star_model_sha256, star_data_end, star_text_version, star_served_from
         --description()--> "member_text_embedding v2 (published): text embeddings by <model>, rows <start>..<end>"
 
@@ -10,27 +10,11 @@ Every STAR apply rebuilds them, so a status change (publish, deprecate, retire) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from star.store.registry import VersionRow, view_name
+
 OWNER = "star"
-
-
-@dataclass(frozen=True, kw_only=True)
-class VersionRow:
-    """The registry columns lineage is read from."""
-
-    family: str
-    version: int
-    entity: str
-    kind: str
-    status: str
-    model: str | None
-    config: dict
-    metrics: dict
-    data_start: datetime | None
-    data_end: datetime | None
-    served_from: int | None
 
 
 def _day(ts: datetime | None) -> str | None:
@@ -55,7 +39,7 @@ def text_versions(row: VersionRow) -> str | None:
     versions = row.config.get("fingerprint", {}).get("text_versions") or row.metrics.get("text_versions")
     if versions is None:
         return None
-    return ",".join(f"{entity}_text_embedding_v{k}" for entity, k in sorted(versions.items())) or "none"
+    return ",".join(view_name(f"{entity}_text_embedding", k) for entity, k in sorted(versions.items())) or "none"
 
 
 def tags(row: VersionRow, served_from: int | None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """What `star report` reads from the registry: every embedding vintage with its lineage, every stored map.
 
-    star.embedding_versions --VINTAGES--> family, version, status, served_from, model, config, metrics (the parity
+    registry.history -------------------> family, version, status, served_from, model, config, metrics (the parity
                                           gate's report sits in metrics.gate), data window, created / updated
     star.embedding_compat   --MAPS-->     family, from -> to, fit metrics (held-out cosine, r2, rows), created
 """
@@ -9,17 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from star.store.catalog import EMBEDDING_KINDS
-
-VINTAGES = """
-SELECT family, version, entity, dim, status, served_from, feature_view, model, config, metrics,
-       data_start, data_end, created_at, updated_at
-FROM star.embedding_versions
-WHERE config->>'kind' = ANY(%(kinds)s)
-ORDER BY created_at, family, version
-"""
-VINTAGE_COLUMNS = ("family", "version", "entity", "dim", "status", "served_from", "feature_view", "model", "config",
-                   "metrics", "data_start", "data_end", "created_at", "updated_at")
+from star.store import registry
 
 MAPS = """
 SELECT family, from_version, to_version, fit_metrics, created_at
@@ -31,7 +21,7 @@ MAP_COLUMNS = ("family", "from_version", "to_version", "fit_metrics", "created_a
 
 def vintages(conn: psycopg.Connection) -> list[dict]:
     """Every embedding vintage, oldest first, with its config and metrics (lineage, training, gate)."""
-    return [dict(zip(VINTAGE_COLUMNS, r)) for r in conn.execute(VINTAGES, {"kinds": list(EMBEDDING_KINDS)})]
+    return registry.history(conn)
 
 
 def maps(conn: psycopg.Connection) -> list[dict]:

@@ -21,12 +21,13 @@ from psycopg import sql
 
 from star.common import ID_COLUMN
 from star.errors import StarError
+from star.store import registry
 
 SUFFIX = "__translated"
 
 
 def name(family: str, version: int) -> str:
-    return f"{family}_v{version}{SUFFIX}"
+    return registry.view_name(family, version) + SUFFIX
 
 
 def _ident(table: str) -> sql.Identifier:
@@ -43,7 +44,7 @@ FROM {source_table} WHERE is_current
 def _index_options(conn: psycopg.Connection, family: str, source: int) -> sql.Composable:
     """The serving vintage's HNSW parameters (m, ef_construction), so the copy searches like a native vintage."""
     row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
-                       (f"star.{family}_v{source}_hnsw",)).fetchone()
+                       (registry.qualified(family, source, "_hnsw"),)).fetchone()
     opts = dict(o.split("=", 1) for o in ((row and row[0]) or []))
     given = [sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(int(opts[k]))) for k in ("m", "ef_construction")
              if k in opts]
@@ -59,7 +60,7 @@ def build_staging(conn: psycopg.Connection, *, family: str, version: int, source
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_ident(staging)))
     conn.execute(sql.SQL(BUILD).format(
         staging=_ident(staging), key=key, family=sql.Literal(family), source=sql.Literal(int(source)),
-        version=sql.Literal(int(version)), dim=sql.Literal(int(dim)), source_table=_ident(f"{family}_v{source}")))
+        version=sql.Literal(int(version)), dim=sql.Literal(int(dim)), source_table=registry.table(family, source)))
     conn.execute(sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET NOT NULL, ADD CONSTRAINT {pk} PRIMARY KEY ({key})"
                          ).format(t=_ident(staging), pk=sql.Identifier(f"{staging}_pkey"), key=key))
     options = _index_options(conn, family, source)
@@ -110,15 +111,13 @@ def refresh(conn: psycopg.Connection, *, family: str, source: int, entity: str, 
     entities in table `changed` (the batch just moved in): call it in the transaction that moved them.
     Returns the vintages refreshed."""
     done = []
-    for version, dim in conn.execute(
-            "SELECT version, dim FROM star.embedding_versions WHERE family = %s AND served_from = %s AND "
-            "status = 'retired' ORDER BY version", (family, source)).fetchall():
+    for version, dim in registry.served_from_here(conn, family, source):
         live = name(family, version)
         if conn.execute("SELECT to_regclass(%s)", (f"star.{live}",)).fetchone()[0] is None:
             continue  # none built (a database retired before migration 0006 backfilled it): star.nearest maps
         args = dict(live=_ident(live), key=sql.Identifier(ID_COLUMN[entity]), family=sql.Literal(family),
                     source=sql.Literal(int(source)), version=sql.Literal(int(version)), dim=sql.Literal(int(dim)),
-                    source_table=_ident(f"{family}_v{source}"), changed=changed)
+                    source_table=registry.table(family, source), changed=changed)
         conn.execute(sql.SQL(GONE).format(**args))
         conn.execute(sql.SQL(REFRESH).format(**args))
         done.append(version)
