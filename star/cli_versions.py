@@ -43,11 +43,12 @@ def versions_list(family: Optional[str] = typer.Argument(None, help="e.g. member
 def versions_show(family: str, version: int) -> None:
     """One vintage: lineage, metrics, consumers (registered and Feast feature services), compat maps."""
     from star.db import connect
+    from star.store.registry import view_name
     from star.versions.lifecycle import show
 
     target = _target()
     with connect(target) as conn:
-        _emit(show(conn, family, version, feast_consumers=_feast_consumers(target, f"{family}_v{version}")))
+        _emit(show(conn, family, version, feast_consumers=_feast_consumers(target, view_name(family, version))))
 
 
 @versions_app.command("consumer")

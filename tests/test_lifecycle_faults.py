@@ -12,6 +12,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from star import db
+from star.errors import VersionError
 from star.pipeline import apply_features, materialize, seed_synthetic
 from star.store.feast_repo import open_store
 from star.store.locks import FamilyBusy, family_lock
@@ -19,7 +20,7 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions import compat
-from star.versions.lifecycle import VersionError, fit_map, list_versions
+from star.versions.lifecycle import fit_map, list_versions
 from star.versions.retire import _plan, retire
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 

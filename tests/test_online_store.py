@@ -21,7 +21,7 @@ from psycopg import sql
 from star import db
 from star.data.reading import read_dir
 from star.pipeline import apply_features, materialize
-from star.store import embeddings, online_tables
+from star.store import embeddings, online_tables, registry
 from star.store.feast_repo import open_store
 from star.store.marketplace import load
 from tests import tiny_market
@@ -187,7 +187,7 @@ def _online_rows(target) -> list:
 def _new_snapshot(target, vectors, ts="2025-06-01T00:00:00Z") -> None:
     """A later snapshot of every vector (a re-embedding of the same vintage)."""
     with db.connect(target) as conn:
-        v = embeddings.get_version(conn, FAMILY, 1)
+        v = registry.get(conn, FAMILY, 1)
         conn.commit()
         embeddings.ensure_staging(conn, v)
         ids = range(1, len(vectors) + 1)

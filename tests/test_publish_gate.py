@@ -14,13 +14,14 @@ import typer
 
 from star import db
 from star.cli import app
+from star.errors import VersionError
 from star.pipeline import apply_features
 from star.ranker import save, train_ranker
 from star.store.trainset import TrainsetConfig, build_trainset
 from star.text.embed import EmbedConfig, embed_texts
 from star.versions.config import GateConfig
 from star.versions.gate import GateFailed
-from star.versions.lifecycle import VersionError, list_versions
+from star.versions.lifecycle import list_versions
 from star.versions.publish import publish
 from tests.test_ranker import V1, _market, encoders  # noqa: F401  (encoders: module fixture)
 from tests.text_models import one_thread  # noqa: F401  (autouse fixture)

@@ -15,10 +15,9 @@ import pytest
 
 from star import db
 from star.data.reading import frame, read_dir
-from star.errors import StarError
+from star.errors import StarError, VersionError
 from star.pipeline import apply_features, seed_synthetic
 from star.store.catalog import published_views
-from star.store.embeddings import EmbeddingVersionError
 from star.store.feast_repo import open_store
 from star.store.marketplace import load
 from star.store.similarity import explain, nearest
@@ -179,10 +178,10 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(target, tmp_path, tiny_di
     skipped = embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",), skip_empty=True),
                           progress=False)[0]
     assert (skipped["embedded"], skipped["empty_skipped"]) == (2, 1)
-    with pytest.raises(EmbeddingVersionError, match=r"member_text_embedding version 9 does not exist \(versions: \[1\]\)"):
+    with pytest.raises(VersionError, match=r"member_text_embedding version 9 does not exist \(versions: \[1\]\)"):
         embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",), version=9), progress=False)
     wider = TextEncoder(TextModelConfig(model_dir=tiny_bert(tmp_path / "wide", hidden=48), precision="fp32"))
-    with pytest.raises(EmbeddingVersionError, match=r"registered with dim 32 but the model gives 48-d"):
+    with pytest.raises(VersionError, match=r"registered with dim 32 but the model gives 48-d"):
         embed_texts(target, wider, EmbedConfig(entities=("member",), version=1), progress=False)
     with pytest.raises(StarError, match=str(tmp_path / "nowhere")):
         TextEncoder(TextModelConfig(model_dir=str(tmp_path / "nowhere")))

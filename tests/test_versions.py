@@ -9,14 +9,14 @@ import psycopg
 import pytest
 
 from star import db
+from star.errors import VersionError
 from star.pipeline import apply_features, materialize, seed_synthetic
-from star.store.embeddings import EmbeddingVersionError
 from star.store.feast_repo import open_store
 from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions import compat
-from star.versions.lifecycle import VersionError, fit_map, list_versions, register_consumer, shared_vectors, show
+from star.versions.lifecycle import fit_map, list_versions, register_consumer, shared_vectors, show
 from star.versions.retire import retire
 from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: autouse fixture)
 
@@ -121,7 +121,7 @@ def test_retiring_without_a_map_or_a_successor_fails_and_changes_nothing(target,
     with pytest.raises(VersionError, match="no vintage 7; available: v1 \\(retired\\), v2 \\(published\\)"):
         retire(target, FAMILY, 7)
     retire(target, FAMILY, 1)  # again: already retired, nothing breaks
-    with pytest.raises(EmbeddingVersionError, match="member_text_embedding_v1 is retired: its rows are gone"):
+    with pytest.raises(VersionError, match="member_text_embedding_v1 is retired: its rows are gone"):
         embed_texts(target, encoders[0], EmbedConfig(entities=("member",), version=1), progress=False)
     with db.connect(target) as conn:
         assert [r["status"] for r in list_versions(conn, FAMILY)] == ["retired", "published"]

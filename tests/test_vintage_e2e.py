@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from star import db
+from star.errors import VersionError
 from star.pipeline import apply_features
 from star.ranker import auc, heldout, save, score_online, train_ranker
 from star.store.feast_repo import open_store
@@ -17,7 +18,7 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
 from star.text.model import TextEncoder
 from star.versions import compat
-from star.versions.lifecycle import VersionError, current_vectors, fit_map, list_versions, show
+from star.versions.lifecycle import current_vectors, fit_map, list_versions, show
 from star.versions.retire import retire
 from star.versions.publish import publish
 from tests.test_ranker import FAMILIES, V1, _market, encoders  # noqa: F401  (encoders: module fixture)

@@ -27,6 +27,7 @@ from star.errors import ConfigError
 from star.graph.aligner import AlignTarget
 from star.graph.config import FAMILIES
 from star.graph.inputs import positions
+from star.store import registry
 
 __all__ = ["alignment_targets", "store_joint_map"]
 
@@ -48,10 +49,8 @@ def alignment_targets(target: DbTarget, mg, *, to_version: int | None = None,
     with connect(target) as conn:
         for entity in entities:
             family = FAMILIES[entity]
-            rows = conn.execute("SELECT version, status, model, metrics->>'weights_sha256' FROM "
-                                "star.embedding_versions WHERE family = %s AND config->>'kind' = 'graph_embedding' "
-                                "ORDER BY version", (family,)).fetchall()
-            rows = [r for r in rows if r[1] in ALIGNABLE]
+            rows = [(r.version, r.status, r.model, r.metrics.get("weights_sha256"))
+                    for r in registry.rows(conn, family, kind="graph_embedding") if r.status in ALIGNABLE]
             if to_version is None:
                 published = [r for r in rows if r[1] == "published"]
                 if not published:

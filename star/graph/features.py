@@ -22,6 +22,7 @@ from psycopg import sql
 from star.common import ID_COLUMN
 from star.graph.config import GraphBuildError
 from star.graph.inputs import positions
+from star.store import registry
 
 TEXT_FAMILY = {"member": "member_text_embedding", "job": "job_text_embedding"}
 
@@ -33,9 +34,6 @@ JOIN (SELECT DISTINCT ON ({key}) {key}, valid_from FROM star.{history} WHERE val
 CROSS JOIN LATERAL jsonb_each_text(h.attrs) kv
 WHERE h.valid_from <= %(cutoff)s
 """
-
-VERSIONS = ("SELECT version, dim, status, model FROM star.embedding_versions WHERE family = %(family)s "
-            "ORDER BY version")
 
 TEXT_AT_CUTOFF = """
 SELECT s.entity_id, e.embedding
@@ -84,7 +82,7 @@ def text_version(conn: psycopg.Connection, entity: str, requested: int | None, *
     """(version, dim, model) of the embedding family to read: the requested one, or the newest published — of
     those made by `model` when there are any (member and job vectors from one encoder share a space) — or None."""
     family = TEXT_FAMILY[entity]
-    rows = conn.execute(VERSIONS, {"family": family}).fetchall()
+    rows = [(r.version, r.dim, r.status, r.model) for r in registry.rows(conn, family)]
     if requested is None:
         published = [(v, d, m) for v, d, status, m in rows if status == "published"]
         same = [p for p in published if model is not None and p[2] == model]
@@ -108,13 +106,13 @@ def text(conn: psycopg.Connection, entity: str, node_ids: np.ndarray, cutoff: pd
     from star.versions import compat
 
     family = TEXT_FAMILY[entity]
-    (served_from,) = conn.execute("SELECT served_from FROM star.embedding_versions WHERE family = %s AND "
-                                  "version = %s", (family, version)).fetchone() or (None,)
+    row = registry.find(conn, family, version)
+    served_from = None if row is None else row.served_from
     source = version if served_from is None else served_from
-    table = sql.Identifier("star", f"{family}_v{source}")
-    if conn.execute("SELECT to_regclass(%s)", (f"star.{family}_v{source}",)).fetchone()[0] is None:
-        raise GraphBuildError(f"{family} version {source} has no table star.{family}_v{source}; pass another "
-                              "version in text_version")
+    table = registry.table(family, source)
+    if not registry.exists(conn, family, source):
+        raise GraphBuildError(f"{family} version {source} has no table {registry.qualified(family, source)}; pass "
+                              "another version in text_version")
     register_vector(conn)
     query = sql.SQL(TEXT_AT_CUTOFF).format(table=table, key=sql.Identifier(ID_COLUMN[entity]))
     with conn.cursor(binary=True) as cur:  # binary: pgvector hands over float32 buffers, no text parsing

@@ -29,7 +29,7 @@ class ReportData:
                                                                            "vintages built from its model"})
     graph_runs: list[dict] = field(default_factory=list, metadata={"help": "newest first: run, path, ablation "
                                                                             "report, vintages built from its model"})
-    vintages: list[dict] = field(default_factory=list, metadata={"help": "star.embedding_versions, oldest first"})
+    vintages: list[dict] = field(default_factory=list, metadata={"help": "the vintage registry, oldest first"})
     maps: list[dict] = field(default_factory=list, metadata={"help": "star.embedding_compat"})
     gates: list[dict] = field(default_factory=list, metadata={"help": "family, version, the stored gate report"})
     serving: dict | None = field(default=None, metadata={"help": "bench/results/serving.json, when present"})

@@ -27,6 +27,7 @@ __all__ = ["VersionError", "VersionRow"]
 TABLE = "star.embedding_versions"
 EMBEDDING_KINDS = ("text_embedding", "graph_embedding")  # versions written by embedding jobs (star/store/embeddings.py)
 SOURCE_COLUMN = {"text_embedding": "text_md5", "graph_embedding": "source_md5"}
+STATUSES = ("building", "candidate", "published", "deprecated", "retired")  # a vintage's life (docs/versions.md)
 SERVABLE = ("published", "deprecated", "retired")  # what consumers read: Feast, SQL (star.nearest), trainsets
 SERVED = ("candidate", *SERVABLE)  # building vintages are invisible to Feast; candidates
 # are applied (shadow views, for the parity gate of `star versions publish`) but not published

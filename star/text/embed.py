@@ -51,21 +51,23 @@ class EmbedConfig:
 
 
 def _check_requested(conn, cfg: EmbedConfig, family: str, fingerprint: dict, dim: int) -> None:
-    from star.store.embeddings import EmbeddingVersionError, fingerprint_hash, get_version
+    from star.errors import VersionError
+    from star.store import registry
+    from star.store.embeddings import fingerprint_hash
 
     if cfg.version is None:
         return
-    v = get_version(conn, family, cfg.version)
+    v = registry.get(conn, family, cfg.version)
     if v.status == "retired":
-        raise EmbeddingVersionError(f"{v.name} is retired: its rows are gone and it is served through a map, so "
-                                    "nothing can be embedded into it; omit --version (the model's own version is "
-                                    "continued, or a new one made)")
+        raise VersionError(f"{v.name} is retired: its rows are gone and it is served through a map, so nothing can "
+                           "be embedded into it; omit --version (the model's own version is continued, or a new one "
+                           "made)")
     if v.dim != dim:
-        raise EmbeddingVersionError(f"{v.name} is registered with dim {v.dim} but the model gives {dim}-d vectors; "
-                                    "embed with the model that built it, or omit --version to make a new version")
+        raise VersionError(f"{v.name} is registered with dim {v.dim} but the model gives {dim}-d vectors; "
+                           "embed with the model that built it, or omit --version to make a new version")
     if v.fingerprint_hash != fingerprint_hash(fingerprint):
-        raise EmbeddingVersionError(f"{v.name} was built by a different model, adapter or config; "
-                                    "omit --version to make a new version")
+        raise VersionError(f"{v.name} was built by a different model, adapter or config; "
+                           "omit --version to make a new version")
 
 
 EMPTY = "SELECT entity_id FROM star.text_snapshots WHERE entity = %s AND btrim(text, E' \\t\\n\\r') = '' ORDER BY 1"

@@ -193,16 +193,17 @@ SELECT_MAP = """
 SELECT matrix, bias, fit_metrics FROM star.embedding_compat
 WHERE family = %(family)s AND from_version = %(from_version)s AND to_version = %(to_version)s
 """
-VERSION_DIMS = "SELECT version, dim FROM star.embedding_versions WHERE family = %(family)s AND version = ANY(%(v)s)"
 
 
 def store(conn: psycopg.Connection, m: CompatMap) -> None:
     """Upsert the map (in the caller's transaction: commit is the caller's). Both versions must exist, with the
     dims of the matrix."""
-    dims = dict(conn.execute(VERSION_DIMS, {"family": m.family, "v": list(m.path)}).fetchall())
+    from star.store import registry
+
+    dims = registry.dims(conn, m.family, list(m.path))
     for v, d in ((m.from_version, m.from_dim), (m.to_version, m.to_dim)):
         if v not in dims:
-            raise CompatError(f"{m.family} v{v} is not in star.embedding_versions; a map can only link existing "
+            raise CompatError(f"{m.family} v{v} is not in {registry.TABLE}; a map can only link existing "
                               "versions: embed that version first, or check the family and version numbers")
         if dims[v] is not None and dims[v] != d:
             raise CompatError(f"{m.family} v{m.from_version}->v{m.to_version}: the matrix has {d}-d on the v{v} "

@@ -21,6 +21,7 @@ import pandas as pd
 
 from star.common import roc_auc
 from star.errors import StarError
+from star.store.registry import view_name
 from star.versions.compat import CompatMap
 from star.versions.config import GateConfig
 
@@ -44,13 +45,13 @@ class GateFailed(StarError):
 
 def embedding_column(family: str, version: int, feature: str = "embedding") -> str:
     """The training-set column of a vintage's feature: '<family>_v<k>__<feature>'."""
-    return f"{family}_v{version}__{feature}"
+    return f"{view_name(family, version)}__{feature}"
 
 
 def gate_refs(refs: Sequence[str], maps: Sequence[CompatMap]) -> tuple[str, ...]:
     """The consumer's refs (e.g. RankerConfig.refs) plus each map's source vintage: what the held-out frame must
     join, e.g. build_trainset(target, TrainsetConfig(features=gate_refs(cfg.refs, maps), start=cut))."""
-    extra = [f"{m.family}_v{m.from_version}:embedding" for m in maps]
+    extra = [f"{view_name(m.family, m.from_version)}:embedding" for m in maps]
     return tuple(dict.fromkeys([*refs, *extra]))
 
 

@@ -15,52 +15,25 @@ Retiring itself (plan, serve in Feast, flip; resumable after a kill) lives in st
 
 from __future__ import annotations
 
-
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from star.common import ID_COLUMN
-from star.errors import StarError
-from star.store.catalog import EMBEDDING_KINDS
+from star.errors import VersionError
+from star.store import registry
 from star.versions import compat
 
-STATUSES = ("building", "candidate", "published", "deprecated", "retired")
 # what a registered consumer is (docs/versions.md); Feast feature services are found in Feast, not registered
 CONSUMER_KINDS = ("ranker", "feature_service", "job", "other")
-SERVABLE = ("published", "deprecated", "retired")  # what Feast and SQL serve
-
-
-class VersionError(StarError):
-    """A vintage does not exist, or cannot move to the requested state."""
-
-
-VERSIONS = """
-SELECT v.family, v.version, v.entity, v.dim, v.status, v.served_from, v.feature_view, v.model,
-       v.data_start, v.data_end, v.created_at, v.updated_at,
-       (SELECT count(*) FROM star.embedding_consumers c WHERE c.family = v.family AND c.version = v.version),
-       -- work a killed job left; the next lifecycle command or embedding job on the family finishes it
-       CASE WHEN v.config ? 'retire_pending' THEN 'retire (served from v' || (v.config->'retire_pending'->>'source')
-                                                   || ' in Feast, from its own rows in SQL)'
-            WHEN v.config ? 'repoint_pending' THEN 'repoint to v' || (v.config->'repoint_pending'->>'source')
-            WHEN v.config ? 'ready_as' THEN 'feast apply + materialize, then ' || (v.config->>'ready_as')
-            WHEN (v.config->>'online_pending')::boolean THEN 'materialize'
-       END
-FROM star.embedding_versions v
-WHERE v.config->>'kind' = ANY(%(kinds)s) AND (%(family)s::text IS NULL OR v.family = %(family)s)
-ORDER BY v.family, v.version
-"""
-COLUMNS = ("family", "version", "entity", "dim", "status", "served_from", "feature_view", "model", "data_start",
-           "data_end", "created_at", "updated_at", "consumers", "pending")
 
 
 def list_versions(conn: psycopg.Connection, family: str | None = None) -> list[dict]:
     """Every embedding vintage (or one family's, which must exist), oldest first."""
-    rows = [dict(zip(COLUMNS, r)) for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS),
-                                                                   "family": family})]
+    rows = registry.listing(conn, family)
     if family is not None and not rows:
-        known = sorted({r[0] for r in conn.execute(VERSIONS, {"kinds": list(EMBEDDING_KINDS), "family": None})})
+        known = sorted({r["family"] for r in registry.listing(conn)})
         raise VersionError(f"no embedding family {family!r}; the registry has {', '.join(known) or 'none yet'}")
     return rows
 
@@ -78,8 +51,7 @@ def version_row(conn: psycopg.Connection, family: str, version: int) -> dict:
 def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers: list[str] = ()) -> dict:
     """A vintage with its lineage, consumers (registered + Feast feature services using it) and maps."""
     row = version_row(conn, family, version)
-    config, metrics = conn.execute("SELECT config, metrics FROM star.embedding_versions WHERE family = %s AND "
-                                   "version = %s", (family, version)).fetchone()
+    full = registry.get(conn, family, version)
     consumers = [{"consumer": c, "kind": k, "registered_at": t} for c, k, t in conn.execute(
         "SELECT consumer, kind, registered_at FROM star.embedding_consumers WHERE family = %s AND version = %s "
         "ORDER BY 1", (family, version))]
@@ -88,7 +60,7 @@ def show(conn: psycopg.Connection, family: str, version: int, *, feast_consumers
     maps = {f"v{a}->v{b}": m for a, b, m in conn.execute(
         "SELECT from_version, to_version, fit_metrics FROM star.embedding_compat WHERE family = %s AND "
         "(from_version = %s OR to_version = %s) ORDER BY 1, 2", (family, version, version))}
-    return {**row, "config": config, "metrics": metrics, "consumers": consumers, "compat": maps}
+    return {**row, "config": full.config, "metrics": full.metrics, "consumers": consumers, "compat": maps}
 
 
 def register_consumer(conn: psycopg.Connection, family: str, version: int, consumer: str,
@@ -102,17 +74,13 @@ def register_consumer(conn: psycopg.Connection, family: str, version: int, consu
                  (family, version, consumer, kind))
 
 
-def _table(family: str, version: int) -> sql.Composed:
-    return sql.Identifier("star", f"{family}_v{version}")
-
-
 def current_vectors(conn: psycopg.Connection, family: str, version: int, entity: str) -> dict[int, np.ndarray]:
     """entity id -> its current vector in a vintage's own table."""
     register_vector(conn)
     key = sql.Identifier(ID_COLUMN[entity])
     with conn.cursor(binary=True) as cur:
         rows = cur.execute(sql.SQL("SELECT {k}, embedding FROM {t} WHERE is_current").format(
-            k=key, t=_table(family, version))).fetchall()
+            k=key, t=registry.table(family, version))).fetchall()
     return {int(i): e.to_numpy() for i, e in rows}
 
 
@@ -211,8 +179,7 @@ def deprecate(conn: psycopg.Connection, family: str, version: int) -> dict:
     v = version_row(conn, family, version)
     if v["status"] != "published":
         raise VersionError(f"{family} v{version} is {v['status']}; only a published vintage can be deprecated")
-    conn.execute("UPDATE star.embedding_versions SET status = 'deprecated', updated_at = now() WHERE family = %s "
-                 "AND version = %s", (family, version))
+    registry.set_status(conn, family, version, "deprecated")
     return {"family": family, "version": version, "status": "deprecated"}
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -18,8 +17,10 @@ import pandas as pd
 
 from star.config import DbTarget, Settings
 from star.db import connect
+from star.errors import VersionError
+from star.store import registry
 from star.versions.config import GateConfig
-from star.versions.lifecycle import VersionError, current_vectors, fit_map, version_row
+from star.versions.lifecycle import current_vectors, fit_map, version_row
 
 
 def _pinned(ranker, family: str, candidate: int) -> int:
@@ -27,8 +28,9 @@ def _pinned(ranker, family: str, candidate: int) -> int:
     found = sorted({int(m.group(1)) for ref in ranker.cfg.refs
                     if (m := re.fullmatch(rf"{re.escape(family)}_v(\d+):embedding", ref))})
     if len(found) != 1 or found[0] == candidate:
+        example = registry.view_name(family, max(candidate - 1, 1))
         raise VersionError(f"the ranker reads {list(ranker.cfg.refs)}: it must read exactly one other vintage of "
-                           f"{family} (e.g. {family}_v{max(candidate - 1, 1)}:embedding) to gate v{candidate}")
+                           f"{family} (e.g. {example}:embedding) to gate v{candidate}")
     return found[0]
 
 
@@ -71,12 +73,10 @@ def _publish(target: DbTarget, family: str, version: int, *, ranker_dir: Path, t
     report.update({"ranker": str(ranker_dir), "against": old, "heldout_rows": len(df)})
     status = "published" if report["passed"] else "candidate"
     with connect(target) as conn:
-        conn.execute("UPDATE star.embedding_versions SET status = %s, metrics = metrics || %s, updated_at = now() "
-                     "WHERE family = %s AND version = %s",
-                     (status, json.dumps({"gate": report}, default=str), family, version))
+        registry.set_status(conn, family, version, status, metrics={"gate": report})
         conn.commit()
     if not report["passed"]:
         raise GateFailed(report)
     apply_features(target, settings)
-    materialize(target, settings=settings, feature_views=[f"{family}_v{version}"])
+    materialize(target, settings=settings, feature_views=[registry.view_name(family, version)])
     return {"job": "versions publish", "family": family, "version": version, "status": status, "gate": report}

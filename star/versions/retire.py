@@ -20,19 +20,18 @@ changed. Until the flip, SQL serves v_j's own rows; Feast switches at its materi
 
 from __future__ import annotations
 
-import json
-
 import psycopg
 from psycopg import sql
 
 from star.common import ID_COLUMN
 from star.config import DbTarget, Settings
 from star.db import connect
-from star.store import translated
-from star.store.embeddings import SOURCE_COLUMN
+from star.errors import VersionError
+from star.store import registry, translated
+from star.store.registry import SOURCE_COLUMN
 from star.versions import compat
 from star.versions.config import GateConfig
-from star.versions.lifecycle import VersionError, _map_cos, _table, _write_rows, list_versions, serving_map, version_row
+from star.versions.lifecycle import _map_cos, _write_rows, list_versions, serving_map, version_row
 
 
 UNCOVERED_IDS = """
@@ -43,8 +42,8 @@ WHERE j.is_current AND NOT EXISTS (SELECT 1 FROM {source} k WHERE k.{key} = j.{k
 
 def uncovered_ids(conn: psycopg.Connection, family: str, version: int, source: int, entity: str) -> list[int]:
     """Entities with a current vector in v`version` but none in v`source`, by id."""
-    q = sql.SQL(UNCOVERED_IDS).format(key=sql.Identifier(ID_COLUMN[entity]), retired=_table(family, version),
-                                      source=_table(family, source))
+    q = sql.SQL(UNCOVERED_IDS).format(key=sql.Identifier(ID_COLUMN[entity]), retired=registry.table(family, version),
+                                      source=registry.table(family, source))
     return [r[0] for r in conn.execute(q)]
 
 
@@ -71,7 +70,7 @@ def _check_coverage(conn: psycopg.Connection, v: dict, source: int, drop_uncover
                     and r["version"] not in (version, source)
                     and not uncovered_ids(conn, family, version, r["version"], v["entity"])]
         (total,) = conn.execute(sql.SQL("SELECT count(*) FROM {t} WHERE is_current").format(
-            t=_table(family, version))).fetchone()
+            t=registry.table(family, version))).fetchone()
         raise VersionError(
             f"retiring {family} v{version} from v{source} would leave {n} of its {total} current entities without a "
             f"vector ({ID_COLUMN[v['entity']]} {', '.join(map(str, ids))}{' ...' if n > len(ids) else ''}): v{source} "
@@ -85,7 +84,7 @@ def _check_coverage(conn: psycopg.Connection, v: dict, source: int, drop_uncover
 
 def _plan(conn: psycopg.Connection, family: str, version: int, source: int | None, drop_uncovered: bool) -> None:
     """Checks, maps and their rows, and the pending marks: one transaction (the caller's)."""
-    conn.execute("LOCK TABLE star.embedding_versions IN SHARE ROW EXCLUSIVE MODE")
+    registry.lock(conn)
     v = version_row(conn, family, version)
     if v["status"] not in ("published", "deprecated"):
         raise VersionError(f"{family} v{version} is {v['status']}; only a published or deprecated vintage can be "
@@ -97,9 +96,7 @@ def _plan(conn: psycopg.Connection, family: str, version: int, source: int | Non
     through = m.metrics.get("chained", [[source, version]])
     _mark(conn, family, version, "retire_pending", {"source": source, "through": through, "uncovered": lost,
                                                      "drop_uncovered": bool(drop_uncovered)})
-    for dependent, served_through in conn.execute(
-            "SELECT version, config->'served_through' FROM star.embedding_versions WHERE family = %s AND "
-            "status = 'retired' AND served_from = %s ORDER BY version", (family, version)).fetchall():
+    for dependent, served_through in registry.retired_dependents(conn, family, version):
         chained = compat.compose([m, compat.load(conn, family, version, dependent)])
         chained.metrics.update(repointed_from=version)
         compat.store(conn, chained)
@@ -109,19 +106,12 @@ def _plan(conn: psycopg.Connection, family: str, version: int, source: int | Non
 
 
 def _mark(conn: psycopg.Connection, family: str, version: int, key: str, value: dict) -> None:
-    conn.execute("UPDATE star.embedding_versions SET config = config || jsonb_build_object(%s::text, %s::jsonb), "
-                 "updated_at = now() WHERE family = %s AND version = %s",
-                 (key, json.dumps(value), family, version))
+    registry.set_config_key(conn, family, version, key, value)
 
 
 def _pending(conn: psycopg.Connection, family: str, version: int) -> tuple[dict, list[int]]:
     """The retire plan of `version` and the dependents it repoints."""
-    (plan,) = conn.execute("SELECT config->'retire_pending' FROM star.embedding_versions WHERE family = %s AND "
-                           "version = %s", (family, version)).fetchone()
-    deps = [r[0] for r in conn.execute(
-        "SELECT version FROM star.embedding_versions WHERE family = %s AND served_from = %s AND "
-        "config ? 'repoint_pending' ORDER BY version", (family, version))]
-    return plan, deps
+    return registry.retire_plan(conn, family, version), registry.repoint_pending(conn, family, version)
 
 
 def _finish(target: DbTarget, family: str, version: int, settings: Settings | None) -> dict:
@@ -133,7 +123,7 @@ def _finish(target: DbTarget, family: str, version: int, settings: Settings | No
         plan, deps = _pending(conn, family, version)
         v = version_row(conn, family, version)
         lost_ids = uncovered_ids(conn, family, version, plan["source"], v["entity"]) if plan["uncovered"] else []
-    views = [f"{family}_v{k}" for k in [version, *deps]]
+    views = [registry.view_name(family, k) for k in [version, *deps]]
     apply_features(target, settings)
     if lost_ids:  # first: from now on they are missing, never the stale pre-retirement vectors
         store = open_store(target, settings)
@@ -155,47 +145,25 @@ def _stage_translated(target: DbTarget, family: str, versions: list[int], source
     on a rerun (the family's lock keeps the source's rows still until the flip)."""
     with connect(target) as conn:
         for k in versions:
-            (dim,) = conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = %s",
-                                  (family, k)).fetchone()
+            dim = registry.get(conn, family, k).dim
             with conn.transaction():
                 translated.build_staging(conn, family=family, version=k, source=source, entity=entity, dim=dim)
-
-
-RETIRED_VIEW = """
-CREATE VIEW {view} AS
-SELECT {key}, event_timestamp, created, {src},
-       star.compat_apply({family}, {source}, {version}, embedding)::vector({dim}) AS embedding, is_current
-FROM {source_table}
-"""
 
 
 def _flip(conn: psycopg.Connection, family: str, version: int, plan: dict, deps: list[int], entity: str) -> None:
     """Registry and tables to the retired state, at once for SQL consumers."""
     source = plan["source"]
     for dep in deps:
-        conn.execute(sql.SQL("DROP VIEW IF EXISTS {t}").format(t=_table(family, dep)))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {t}").format(t=sql.Identifier("star", f"{family}_v{version}__staging")))
-    kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
-                        (f"star.{family}_v{version}",)).fetchone()
-    conn.execute(sql.SQL("DROP {what} IF EXISTS {t}").format(
-        what=sql.SQL("VIEW" if kind and kind[0] == "v" else "TABLE"), t=_table(family, version)))  # + its HNSW
-    conn.execute("UPDATE star.embedding_versions SET status = 'retired', served_from = %s, updated_at = now(), "
-                 "config = (config - 'retire_pending') || jsonb_build_object('served_through', %s::jsonb) "
-                 "WHERE family = %s AND version = %s", (source, json.dumps(plan["through"]), family, version))
+        registry.drop_view(conn, family, dep)
+    registry.drop_staging(conn, family, version)
+    registry.drop_vintage(conn, family, version)  # + its HNSW
+    registry.mark_retired(conn, family, version, source=source, through=plan["through"])
     for dep in deps:
-        conn.execute("UPDATE star.embedding_versions SET served_from = %s, updated_at = now(), "
-                     "config = (config - 'repoint_pending') || jsonb_build_object('served_through', "
-                     "config->'repoint_pending'->'through') WHERE family = %s AND version = %s", (source, family, dep))
-    (kind,) = conn.execute("SELECT config->>'kind' FROM star.embedding_versions WHERE family = %s AND version = %s",
-                           (family, source)).fetchone()
-    src_col = SOURCE_COLUMN[kind]
+        registry.mark_repointed(conn, family, dep, source=source)
+    src_col = SOURCE_COLUMN[registry.get(conn, family, source).kind]
     for k in [version, *deps]:
-        (dim,) = conn.execute("SELECT dim FROM star.embedding_versions WHERE family = %s AND version = %s",
-                              (family, k)).fetchone()
-        conn.execute(sql.SQL(RETIRED_VIEW).format(
-            view=_table(family, k), key=sql.Identifier(ID_COLUMN[entity]), src=sql.Identifier(src_col),
-            dim=sql.Literal(dim), source_table=_table(family, source), family=sql.Literal(family),
-            source=sql.Literal(source), version=sql.Literal(k)))  # DDL takes no parameters
+        registry.create_retired_view(conn, family=family, version=k, source=source, entity=entity,
+                                     source_column=src_col, dim=registry.get(conn, family, k).dim)
         translated.swap_in(conn, family, k)
 
 
@@ -213,8 +181,7 @@ def _vacuum_online(target: DbTarget, view: str, settings: Settings | None) -> No
 def finish_retires(target: DbTarget, families: list[str], settings: Settings | None = None) -> list[dict]:
     """Finish every retire a killed run left pending in `families` (the caller holds their locks)."""
     with connect(target) as conn:
-        todo = conn.execute("SELECT family, version FROM star.embedding_versions WHERE family = ANY(%s) AND "
-                            "config ? 'retire_pending' ORDER BY family, version", (list(families),)).fetchall()
+        todo = registry.retires_pending(conn, families)
     return [{"step": "retire", "family": f, "version": k, **_finish(target, f, k, settings)} for f, k in todo]
 
 
