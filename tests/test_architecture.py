@@ -173,3 +173,43 @@ def test_shared_helpers_are_not_borrowed_from_text_training():
         users = sorted(m for m in MODULES if _within(m, [package]) and any(_within(t, ["star.text"])
                                                                             for t in imports(m)))
         assert users == [], package
+
+
+REGISTRY = "star.store.registry"
+
+
+def _code_strings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string in the code: constants and f-string parts, docstrings left out."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def _versioned_name_fstrings(path: Path) -> list[int]:
+    """Lines of f-strings that glue '_v' between two values: f"{family}_v{version}" and the like."""
+    out = []
+    for n in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(n, ast.JoinedStr):
+            parts = n.values
+            out += [n.lineno for a, b in zip(parts, parts[1:]) if isinstance(a, ast.Constant)
+                    and str(a.value).endswith("_v") and isinstance(b, ast.FormattedValue)]
+    return out
+
+
+def test_only_the_registry_module_touches_the_vintage_registry_table():
+    """star.embedding_versions is read and written in star/store/registry.py only (migrations create it)."""
+    users = sorted(m for m, path in MODULES.items() if m != REGISTRY and not m.startswith("star.migrations")
+                   and any("embedding_versions" in text for _, text in _code_strings(path)))
+    assert users == [], "call star.store.registry instead of querying star.embedding_versions"
+    assert any("embedding_versions" in text for _, text in _code_strings(MODULES[REGISTRY]))
+
+
+def test_vintage_names_come_from_one_function():
+    """<family>_v<k> is spelled by star.store.registry.view_name (and its table / qualified helpers) only."""
+    bad = {m: lines for m, path in MODULES.items() if m != REGISTRY and (lines := _versioned_name_fstrings(path))}
+    assert bad == {}, "use star.store.registry.view_name(family, version)"
+    assert _versioned_name_fstrings(MODULES[REGISTRY])  # the check sees the one f-string that is allowed
+
