@@ -8,6 +8,8 @@ functions alike, read with ast: a lazy import is still a dependency).
     feast             only inside star.store
     entity names      from star.common; only the ingestion path (star.data, star.store.marketplace) reads
                       star.data.format
+    vintage registry  only star/store/registry.py names star.embedding_versions in code, or builds a
+                      <family>_v<k> name with an f-string (everyone else calls registry.view_name / table)
 """
 
 from __future__ import annotations

@@ -101,12 +101,18 @@ def test_report_shows_tables_and_plots_of_every_run_and_vintage(target, encoders
 
 
 def test_report_on_an_empty_database_says_what_is_missing(target, tmp_path):
-    out = tmp_path / "report"
-    record = _report(target, tmp_path / "home", out, "--bench", str(tmp_path / "none.json"))
-    assert record["vintages"] == 0 and record["serving"] is False
+    out, home = tmp_path / "report", tmp_path / "home"
+    # a run trained against another database that shares this STAR_HOME: not in this database's star.text_models
+    other = home / "models" / "text" / "20240101T000000Z" / "model"
+    other.mkdir(parents=True)
+    (other / "star_text_model.json").write_text(json.dumps({"metrics": {"val_auc": 0.71, "val_rows": 12},
+                                                            "train_config": {"mode": "bce+contrastive"}}))
+    record = _report(target, home, out, "--bench", str(tmp_path / "none.json"))
+    assert record["vintages"] == 0 and record["serving"] is False and record["text_runs"] == 0
     dom = browser.dump_dom((out / "index.html").as_uri())
     text = browser.visible_text(dom)
-    for missing in ("no text training run recorded; run `star text train`",
+    for missing in ("no text training run recorded for this database; run `star text train`",
+                    f"1 text training run(s) under {home}/models/text were trained against another database",
                     "no graph training run recorded; run `star graph train --ablation`",
                     "no embedding vintage in the registry; run `star text embed` or `star graph embed`",
                     "no compatibility map stored", "no parity-gate report stored",

@@ -1,7 +1,8 @@
 """Everything `star report` shows, gathered from where the jobs stored it (read only).
 
     STAR_HOME/models/text/<run>/compare/comparison.json   `star text train` (Table-2 analogue; without --compare,
-                                   model/star_text_model.json alone: one row)
+                                   model/star_text_model.json alone: one row); only runs whose <run>/model is in
+                                   star.text_models: trained on this database, not on another one sharing STAR_HOME
     STAR_HOME/models/graph/<run>/ablation.json            `star graph train [--ablation]` (Table-4, cold start)
     star.embedding_versions / star.embedding_compat       vintages, lineage, status, maps, parity-gate reports
     bench/results/serving.json                            `bench/serving.py` (when present)
@@ -27,6 +28,8 @@ class ReportData:
     generated: str = field(metadata={"help": "UTC time the report was written"})
     text_runs: list[dict] = field(default_factory=list, metadata={"help": "newest first: run, path, comparison, "
                                                                            "vintages built from its model"})
+    text_runs_elsewhere: int = field(default=0, metadata={"help": "text runs under STAR_HOME not trained on this "
+                                                                  "database (not in star.text_models): left out"})
     graph_runs: list[dict] = field(default_factory=list, metadata={"help": "newest first: run, path, ablation "
                                                                             "report, vintages built from its model"})
     vintages: list[dict] = field(default_factory=list, metadata={"help": "the vintage registry, oldest first"})
@@ -54,10 +57,14 @@ def _built_from(vintages: list[dict], key: str, model_dir: Path) -> list[str]:
     return [f"{v['family']} v{v['version']}" for v in vintages if (v["metrics"] or {}).get(key) == str(model_dir)]
 
 
-def text_runs(root: Path, vintages: list[dict]) -> list[dict]:
+def text_runs(root: Path, vintages: list[dict], recorded: set[str] | None = None) -> list[dict]:
+    """The text training runs under `root`, newest first; with `recorded` (star.text_models' paths), only those
+    whose model directory is recorded there."""
     out = []
     for run in _runs(root, f"*/model/{TEXT_CHECKPOINT}") + _runs(root, "*/compare/comparison.json"):
         if any(r["path"] == str(run) for r in out):
+            continue
+        if recorded is not None and str((run / "model").resolve()) not in recorded:
             continue
         comparison = _read_json(run / "compare" / "comparison.json")
         if comparison is None:  # trained without --compare: the one model's own metrics
@@ -91,15 +98,17 @@ def gates(vintages: list[dict]) -> list[dict]:
 
 def collect(target: DbTarget, *, settings: Settings | None = None, bench: Path | None = None) -> ReportData:
     from star import db
-    from star.store import report_data
+    from star.store import report_data, text_models
 
     settings = settings or Settings.from_env()
     with db.connect(target) as conn:
         vintages, maps = report_data.vintages(conn), report_data.maps(conn)
+        recorded = text_models.paths(conn)
+    runs = text_runs(settings.text_models, vintages, recorded)
     bench = DEFAULT_BENCH if bench is None else Path(bench)
     return ReportData(database=target.masked_url(), home=str(settings.home),
                       generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                      text_runs=text_runs(settings.text_models, vintages),
+                      text_runs=runs, text_runs_elsewhere=len(text_runs(settings.text_models, vintages)) - len(runs),
                       graph_runs=graph_runs(settings.graph_models, vintages),
                       vintages=vintages, maps=maps, gates=gates(vintages),
                       serving=_read_json(bench) if bench.is_file() else None, serving_path=str(bench))

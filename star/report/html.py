@@ -69,8 +69,12 @@ def _pct(x) -> str | None:
 
 def text_section(data: ReportData, out: Path) -> str:
     h = "<h2 id='text'>Text tower: training modes compared (Table-2 analogue)</h2>"
+    elsewhere = (f"{data.text_runs_elsewhere} text training run(s) under {data.home}/models/text were trained "
+                 "against another database (not in star.text_models here): left out" if data.text_runs_elsewhere
+                 else "")
     if not data.text_runs:
-        return h + _missing("no text training run recorded; run `star text train`")
+        return h + _missing("no text training run recorded" + (" for this database" if elsewhere else "")
+                            + "; run `star text train`") + (_meta(elsewhere) if elsewhere else "")
     newest = data.text_runs[0]
     c = newest["comparison"]
     rows = [[r["model"], r["val_auc"], "baseline" if r["model"] == "frozen_head" else _pct(r["relative_to_frozen"]),
@@ -84,6 +88,8 @@ def text_section(data: ReportData, out: Path) -> str:
              _img("text_table2.png", "validation AUC per text training mode"),
              _meta("vintages embedded with this run's model: " + (", ".join(newest["vintages"]) or "none yet "
                                                                   "(`star text embed`)"))]
+    if elsewhere:
+        parts.append(_meta(elsewhere))
     if len(data.text_runs) > 1:
         earlier = [[r["run"], *(next((x["val_auc"] for x in r["comparison"]["rows"] if x["model"] == mode), None)
                                 for mode in ("frozen_head", "bce", "bce+contrastive")),

@@ -4,6 +4,7 @@ newest one trained on this database (never a directory trained against another d
 
     star text train --record()--> star.text_models (path, base_model, adapter_sha256, data window, config, metrics)
     star text embed --newest()--> the model directory to embed with, or None: the base model
+    star report     --paths()---> the training runs of this database (Table-2 analogue)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ ON CONFLICT (path) DO UPDATE SET base_model = EXCLUDED.base_model, adapter_sha25
     data_start = EXCLUDED.data_start, data_end = EXCLUDED.data_end, config = EXCLUDED.config,
     metrics = EXCLUDED.metrics, created_at = now()
 """
+PATHS = "SELECT path FROM star.text_models"
 NEWEST = ("SELECT path, base_model, adapter_sha256, data_start, data_end, created_at FROM star.text_models "
           "ORDER BY created_at DESC, model_id DESC LIMIT 1")
 
@@ -43,6 +45,11 @@ def record(conn: psycopg.Connection, *, path: Path, base_model: str, adapter_sha
     conn.execute(RECORD, {"path": str(Path(path).resolve()), "base_model": base_model, "sha": adapter_sha256,
                           "start": data_start, "end": data_end, "config": json.dumps(config, default=str),
                           "metrics": json.dumps(metrics, default=str)})
+
+
+def paths(conn: psycopg.Connection) -> set[str]:
+    """The (resolved) directories of every model trained on this database."""
+    return {r[0] for r in conn.execute(PATHS)}
 
 
 def newest(conn: psycopg.Connection) -> TrainedTextModel | None:
