@@ -205,10 +205,30 @@ def up(settings: Settings) -> DbTarget:
         ensure_database(target)
     else:
         target = server_target(settings)
+        _create_external(target)
     with connect(target):  # unreachable: a DatabaseError naming the server and the fix, before alembic's traceback
         pass
     migrate(target)
     return target
+
+
+def _create_external(target: DbTarget) -> None:
+    """CREATE DATABASE on your own server when it is missing and the role may; otherwise the exact fix."""
+    try:
+        with psycopg.connect(target.conninfo()):
+            return
+    except psycopg.OperationalError as exc:
+        if f'database "{target.dbname}" does not exist' not in str(exc):
+            raise DatabaseError(f"cannot connect to database {target.dbname!r} on {target.host}:{target.port}: "
+                                f"{exc}".strip() + ". Check STAR_DATABASE_URL (host, port, user, password)") from exc
+    try:
+        ensure_database(target)
+    except (DatabaseError, psycopg.Error) as exc:
+        raise DatabaseError(
+            f"database {target.dbname!r} does not exist on {target.host}:{target.port} and could not be created "
+            f"({str(exc).strip().splitlines()[0]}): create it, e.g. `createdb -h {target.host} -p {target.port} "
+            f"{target.dbname}` as a role allowed to, then run `star db up` again") from exc
+    print(f"star: created database {target.dbname!r} on {target.host}:{target.port}", file=sys.stderr, flush=True)
 
 
 def head_revision() -> str:

@@ -123,3 +123,21 @@ def test_a_server_killed_mid_job_is_one_line_saying_it_went_away(own_home):
     line = _one_error_line(subprocess.CompletedProcess(job.args, job.returncode, "", stderr))
     assert f"the PostgreSQL server of {target.masked_url()} went away" in line
     assert "`star db up`" in line and "re-run the same command" in line
+
+
+def test_db_up_creates_a_missing_database_on_your_own_server(server):
+    """`star db up` with STAR_DATABASE_URL naming a database that does not exist yet creates and migrates it; a role
+    the server does not know is one line pointing at STAR_DATABASE_URL, not a loop back to `star db up`."""
+    base, _ = server
+    fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
+    try:
+        done = _star(["db", "up"], fresh.sqlalchemy_url())
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"created database {fresh.dbname!r}" in done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["revision"] == db.head_revision()
+        again = _star(["db", "up"], fresh.sqlalchemy_url())
+        assert again.returncode == 0 and "created database" not in again.stderr
+    finally:
+        db.drop_database(fresh)
+    line = _one_error_line(_star(["db", "up"], replace(fresh, user="no_such_role_x").sqlalchemy_url()))
+    assert "no_such_role_x" in line and "STAR_DATABASE_URL" in line and "created" not in line
