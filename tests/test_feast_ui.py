@@ -83,6 +83,9 @@ def test_feast_ui_lists_every_view_with_its_version_and_tags(target, tmp_path):
         assert b'"star"' in projects
         png = browser.screenshot(f"{base}/p/star/feature-view", tmp_path / "feast-ui-feature-views.png")
         browser.keep_screenshot(png, "feast-ui-feature-views.png")
+        view_png = browser.screenshot(f"{base}/p/star/feature-view/{max(tags)}", tmp_path / "feast-ui-view.png",
+                                      size=(1400, 1300))
+        browser.keep_screenshot(view_png, "feast-ui-view.png")
         listing = browser.visible_text(browser.dump_dom(f"{base}/p/star/feature-view"))
         pages = {name: browser.visible_text(browser.dump_dom(f"{base}/p/star/feature-view/{name}"))
                  for name in sorted(tags)}
@@ -103,6 +106,8 @@ def test_feast_ui_lists_every_view_with_its_version_and_tags(target, tmp_path):
         page = pages[name]
         assert name in page and NO_GRPC not in page
         assert view_tags.get("star_version"), f"{name} has no star_version tag: {view_tags}"
+        assert view_tags.get("star_status") == "published", f"{name}: no lineage status tag: {view_tags}"
+        assert "owner" in page and "star" in page  # owner and description are shown beside the tags
         for key, value in view_tags.items():  # every tag Feast holds for the view, key and value
             assert key in page and value in page, f"tag {key}={value!r} of {name} is not on its page: {page[:3000]}"
     facts = browser.png_facts(png)
