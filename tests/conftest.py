@@ -48,3 +48,17 @@ def empty_target(server):
     db.ensure_database(fresh)
     yield fresh
     db.drop_database(fresh)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster of 2 CPUs (CI has 2 cores), started once and shared by every Ray test:
+    `star.cluster.ray_session` joins it instead of starting its own. Yields ray.cluster_resources()."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
