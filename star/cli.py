@@ -9,8 +9,9 @@ from typing import Optional
 
 import typer
 
-from star.cli_choices import Entity, Pooling, Precision, Prompts, Sampler, TextLength, TrainMode
-from star.cli_common import _database_failure, _emit, _parse_time, _settings, _target, _version
+from star.cli_choices import Engine, Entity, Pooling, Precision, Prompts, Sampler, TextLength, TrainMode
+from star.cli_common import (ENGINE_HELP, RAY_ADDRESS_HELP, WORKERS_HELP, _database_failure, _emit, _engine,
+                             _parse_time, _settings, _target, _version)
 from star.cli_versions import compat_app, versions_app
 from star.errors import ConfigError, StarError
 
@@ -118,6 +119,9 @@ def features_apply() -> None:
 def features_materialize(
     start: Optional[str] = typer.Argument(None, help="default 1970-01-01"),
     end: Optional[str] = typer.Argument(None, help="default now"),
+    engine: Engine = typer.Option(Engine.local, help=ENGINE_HELP + "; local = feature_store.yaml's batch engine"),
+    ray_address: Optional[str] = typer.Option(None, help=RAY_ADDRESS_HELP),
+    workers: int = typer.Option(2, help=WORKERS_HELP + " (slices of each view)"),
 ) -> None:
     """Copy feature values valid in [START, END] into the online store."""
     from star import pipeline
@@ -126,7 +130,8 @@ def features_materialize(
     finish = _parse_time(end, datetime.now(timezone.utc), "END")
     if begin > finish:
         raise ConfigError(f"START {begin.isoformat()} is after END {finish.isoformat()}; swap them")
-    _emit(pipeline.materialize(_target(), begin, finish))
+    cluster = _engine(engine, ray_address, workers)
+    _emit(pipeline.materialize(_target(), begin, finish, engine=cluster if cluster.engine == "ray" else None))
 
 
 HARD_BY_HELP = ("also draw negatives sharing this categorical column (e.g. occupation_group) with the member at the "

@@ -128,6 +128,9 @@ FEAST_MODES = {  # STAR_FEAST_MODE -> what feature_store.yaml's online_store.typ
     "star": {"STAR_ONLINE_STORE": "star.store.online_store.StarPostgreSQLOnlineStore",
              "STAR_BATCH_ENGINE": "star.store.engine.StarSQLComputeEngine"},
     "stock": {"STAR_ONLINE_STORE": "postgres", "STAR_BATCH_ENGINE": "local"},
+    # STAR's store, each view's latest rows computed in slices on Ray (STAR_RAY_ADDRESS, STAR_RAY_WORKERS)
+    "ray": {"STAR_ONLINE_STORE": "star.store.online_store.StarPostgreSQLOnlineStore",
+            "STAR_BATCH_ENGINE": "star.store.ray_engine.StarRayComputeEngine"},
 }
 
 

@@ -35,11 +35,11 @@ from star.store import online_tables as tables
 LATEST = """
 SELECT %(prefix)s::bytea || substr(l.kb, 8, 1) || substr(l.kb, 7, 1) || substr(l.kb, 6, 1) || substr(l.kb, 5, 1)
        || substr(l.kb, 4, 1) || substr(l.kb, 3, 1) || substr(l.kb, 2, 1) || substr(l.kb, 1, 1),
-       f.feature_name, NULL, f.value_text, f.vector_value, l.ts, l.created
+       f.feature_name, NULL::bytea, f.value_text, f.vector_value, l.ts, l.created
 FROM (SELECT DISTINCT ON (a.{key}) int8send(a.{key}::bigint) AS kb, a.{ts}::timestamptz AS ts,
              {created}::timestamptz AS created, {features}
       FROM {query} AS a
-      WHERE a.{key} IS NOT NULL AND a.{ts} BETWEEN %(start)s AND %(end)s
+      WHERE a.{key} IS NOT NULL AND a.{ts} BETWEEN %(start)s AND %(end)s{partition}
       ORDER BY a.{key}, a.{ts} DESC{created_order}) AS l
 CROSS JOIN LATERAL (VALUES {values}) AS f (feature_name, value_text, vector_value)"""
 
@@ -82,8 +82,13 @@ def _key_prefix(join_key: str, version: int) -> bytes:
     return whole[:-8]
 
 
-def latest_rows_sql(fv: FeatureView) -> sql.Composed:
-    """The view's latest row per entity in the window, one row per feature, in the online table's columns."""
+# one slice of the entities (star/store/ray_engine.py): hashint8 is an int4, shifted to be >= 0
+PARTITION = " AND mod(hashint8(a.{key}::bigint)::bigint + 2147483648, %(parts)s) = %(part)s"
+
+
+def latest_rows_sql(fv: FeatureView, partitioned: bool = False) -> sql.Composed:
+    """The view's latest row per entity in the window, one row per feature, in the online table's columns; with
+    `partitioned`, only the entities of slice %(part)s of %(parts)s (by a hash of the key)."""
     source = fv.batch_source
     key, dim = fv.entity_columns[0].name, tables.table_dim(fv)
     vectors = {v.name for v in tables.vector_fields(fv)} if dim else set()
@@ -97,6 +102,7 @@ def latest_rows_sql(fv: FeatureView) -> sql.Composed:
     created = source.created_timestamp_column
     return sql.SQL(LATEST).format(
         key=sql.Identifier(key), ts=sql.Identifier(source.timestamp_field),
+        partition=sql.SQL(PARTITION).format(key=sql.Identifier(key)) if partitioned else sql.SQL(""),
         created=sql.SQL("a.{}").format(sql.Identifier(created)) if created else sql.SQL("NULL"),
         created_order=sql.SQL(", a.{} DESC").format(sql.Identifier(created)) if created else sql.SQL(""),
         features=sql.SQL(", ").join(sql.SQL("a.{} AS {}").format(sql.Identifier(f.name), sql.Identifier(f"f{i}"))

@@ -9,12 +9,33 @@ families' shared locks, then the registry learns which views Feast now serves.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from datetime import datetime, timezone
 
 from star import db
 from star.config import DbTarget, Settings
+
+RAY_ENGINE = "star.store.ray_engine.StarRayComputeEngine"
+
+
+@contextlib.contextmanager
+def engine_env(engine):
+    """feature_store.yaml's batch engine while inside: unchanged for engine None or local, else STAR's Ray engine
+    on `engine.address` with `engine.workers` slices (a star.cluster.EngineConfig)."""
+    if engine is None or engine.engine == "local":
+        yield
+        return
+    env = {"STAR_BATCH_ENGINE": RAY_ENGINE, "STAR_RAY_WORKERS": str(engine.workers),
+           "STAR_RAY_ADDRESS": engine.address or ""}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
@@ -31,10 +52,11 @@ def apply_features(target: DbTarget, settings: Settings | None = None) -> dict:
 
 
 def materialize(target: DbTarget, start: datetime | None = None, end: datetime | None = None,
-                settings: Settings | None = None, feature_views: list[str] | None = None) -> dict:
+                settings: Settings | None = None, feature_views: list[str] | None = None, engine=None) -> dict:
     """`feast materialize` of the views (default: every view Feast has), holding their embedding families' shared
     lock (no job publishes into them meanwhile, so an older snapshot never overwrites a newer online row); then
-    the views whose rows the window covered are marked online (a new vintage is published now)."""
+    the views whose rows the window covered are marked online (a new vintage is published now). engine: a
+    star.cluster.EngineConfig (ray: star/store/ray_engine.py); None: feature_store.yaml's batch engine."""
     from star.store import embeddings
     from star.store.feast_repo import open_store
     from star.store.locks import family_lock
@@ -42,12 +64,13 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
     started = time.time()
     start = start or datetime(1970, 1, 1, tzinfo=timezone.utc)
     end = end or datetime.now(timezone.utc)
-    store = open_store(target, settings)
+    with engine_env(engine):
+        store = open_store(target, settings)
     views = list(feature_views) if feature_views is not None else [fv.name for fv in store.list_feature_views()]
     with db.connect(target) as conn:
         families = embeddings.families_of(conn, views)
     with family_lock(target, families, shared=True):
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), engine_env(engine):
             store.materialize(start, end, feature_views=views)
         with db.connect(target) as conn:
             published = embeddings.mark_online(conn, views, start=start, end=end)
@@ -55,7 +78,8 @@ def materialize(target: DbTarget, start: datetime | None = None, end: datetime |
     if published:  # their Feast tags (star_status) still say 'building'
         apply_features(target, settings)
     return {"job": "features materialize", "start": start, "end": end, "feature_views": feature_views or "all",
-            **({"published": published} if published else {}), "seconds": round(time.time() - started, 2)}
+            **({"published": published} if published else {}),
+            **({"engine": engine.lineage()} if engine is not None else {}), "seconds": round(time.time() - started, 2)}
 
 
 def serve_pending(target: DbTarget, families: list[str], settings: Settings | None) -> list[str]:
