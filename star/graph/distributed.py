@@ -161,7 +161,8 @@ def _failure(tmp: Path, workers: int, codes: list[int | None], exc: Exception) -
         return own
     # the rank that died first; then any that ended with neither an error report nor the SIGTERM that stops the rest
     died = [exc.error_index] if isinstance(exc, mp.ProcessExitedException) else []
-    died += [r for r, c in enumerate(codes) if c not in (0, None, -signal.SIGTERM) and r not in errors and r not in died]
+    died += [r for r, c in enumerate(codes)
+             if c not in (0, None, -signal.SIGTERM) and r not in errors and r not in died]
     parts = [f"worker rank {r} died ({_code(codes[r])})" for r in died[:1]]
     parts += [f"worker rank {r} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
               for r, e in errors.items() if not died]
