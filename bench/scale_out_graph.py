@@ -4,13 +4,14 @@
 
     market      synthetic, in a fresh database (dropped at the end); graph as of its data end, built once
     local       train_gnn(workers=1), once per seed: the seed-to-seed spread of the best val AUC is the noise floor
-    ddp         train_gnn(workers=N), same seeds: per-epoch training time (validation excluded from neither: it is
-                part of each epoch's critical path), best val AUC
+    ddp         train_gnn(workers=N), same seeds: per-epoch training seconds (metrics.epoch_seconds: the steps, not
+                the validation), best val AUC; wall_s includes spawning the workers and validation
 Prints one JSON line per run and a summary line:
     epoch_ratio       median epoch seconds, ddp / local (below 1: faster with N workers)
     auc_gap           |mean best val AUC ddp - local| over the seeds, next to seed_spread (max - min of local)
 On a machine with fewer cores than 2 x N threads the ratio says what contention costs, not what N machines give:
-each worker gets cores // N torch threads. (For the lead: fold into bench/scale_out.py as the `graph_train` part.)
+each worker gets threads // N torch threads (on a shared 2-core box one process with 2 threads spin-waits on small
+ops, so part of a ratio below 0.5 there is that, not DDP). (For the lead: fold into bench/scale_out.py as the `graph_train` part.)
 """
 
 from __future__ import annotations
