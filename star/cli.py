@@ -326,6 +326,7 @@ def graph_train(
     align_to: Optional[int] = typer.Option(None, help="with --align: the vintage to map into (default: newest "
                                                       "published)"),
     align_weight: float = typer.Option(1.0, help="with --align: weight of the alignment loss"),
+    workers: int = typer.Option(1, help="training processes (DDP over torch.distributed, gloo); 1: one process"),
 ) -> None:
     """Train the GNN on the graph as of the cutoff, evaluate on the later window, save the model."""
     from star import pipeline
@@ -338,7 +339,7 @@ def graph_train(
                                  lr=lr, seed=seed_, align_weight=align_weight)
     _emit(pipeline.graph_train(_target(), cutoff=_optional_time(cutoff), eval_days=eval_days, ablation=ablation,
                                model_cfg=model_cfg, train_cfg=train_cfg, align=align or align_to is not None,
-                               align_to=align_to))
+                               align_to=align_to, workers=workers))
 
 
 @graph_app.command("embed")

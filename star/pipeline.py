@@ -255,11 +255,12 @@ def newest_graph_model(settings: Settings) -> Path | None:
 
 def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablation: bool = False, model_cfg=None,
                 train_cfg=None, align: bool = False, align_to: int | None = None, settings: Settings | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, workers: int = 1) -> dict:
     """`star graph train`: graph as of the cutoff (default: data end - eval_days) -> GNN (categorical + ID + newest
     text version) -> evaluated on the later window next to text-only cosine (and, with ablation, the Table-4
     variants) -> <run>/model + <run>/ablation.{json,md,png}. align: BC-Aligner training of the kept model into the
-    newest published graph vintage (or align_to), see star.graph.align."""
+    newest published graph vintage (or align_to), see star.graph.align. workers > 1: DDP training in that many
+    processes (star.graph.distributed); the checkpoint is the same."""
     import pandas as pd
 
     from star.graph import checkpoint, evaluate
@@ -285,7 +286,8 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
 
         targets = alignment_targets(target, mg, to_version=align_to)
     report, trained = evaluate.ablation(target, mg, model_cfg, train_cfg, days=eval_days, variants=variants,
-                                        progress=progress, align={main: targets} if targets else None)
+                                        progress=progress, align={main: targets} if targets else None,
+                                        workers=workers)
     print(evaluate.format_table(report), file=sys.stderr)
     run = _run_dir(settings.graph_models)
     plot = evaluate.save_report(report, run)
@@ -299,7 +301,7 @@ def graph_train(target: DbTarget, *, cutoff=None, eval_days: float = 14.0, ablat
                                  "not help on held-out edges, so the kept model does not use it"}
                if kept != main else {}),
             "val_auc": trained[kept].metrics["best_mean_val_auc"],
-            "epoch_seconds": trained[kept].metrics["epoch_seconds"],
+            "epoch_seconds": trained[kept].metrics["epoch_seconds"], "workers": workers,
             **({"align": trained[main].align, "align_cos": trained[main].metrics["align_cos"][-1:]}
                if targets else {}),
             "later_window": {r["variant"]: r["tasks"] for r in report["rows"]}, "plot": str(plot),

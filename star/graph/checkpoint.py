@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,9 +72,26 @@ def _sha256(path: Path) -> str:
 
 def save(out_dir: Path, result, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *,
          evaluation: dict | None = None) -> Path:
-    """Write `result` (a GraphTrainResult trained on `mg`) to out_dir; returns out_dir."""
+    """Write `result` (a GraphTrainResult trained on `mg`) to out_dir; returns out_dir. The files are written into a
+    temp dir beside it and renamed into place (a new out_dir whole; into an existing one weights first, the info
+    file last), so a job killed while saving leaves no half-written model that `load` would take."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
+        _write(Path(tmp), result, mg, model_cfg, train_cfg, evaluation)
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            Path(tmp).mkdir()  # for TemporaryDirectory's cleanup
+            mask = os.umask(0)
+            os.umask(mask)
+            out_dir.chmod(0o777 & ~mask)  # as mkdir would (mkdtemp makes it 0700)
+        else:
+            for name in (WEIGHTS, INFO):
+                os.replace(Path(tmp) / name, out_dir / name)
+    return out_dir
+
+
+def _write(out_dir: Path, result, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, evaluation) -> None:
     weights = out_dir / WEIGHTS
     torch.save({"model": result.model.state_dict(), "decoder": result.decoder.state_dict(),
                 "node_ids": {nt: ids.tolist() for nt, ids in mg.node_ids.items()},
@@ -89,7 +108,6 @@ def save(out_dir: Path, result, mg, model_cfg: GNNConfig, train_cfg: GraphTrainC
         "align": getattr(result, "align", None),
     }
     (out_dir / INFO).write_text(json.dumps(info, indent=1, default=str))
-    return out_dir
 
 
 def load(model_dir: Path) -> GraphCheckpoint:

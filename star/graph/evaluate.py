@@ -148,9 +148,10 @@ def keep_variant(trained: dict, main: str) -> str:
 
 def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, days: float,
              variants: tuple[str, ...] = tuple(VARIANTS), negatives: int = 5, align: dict | None = None,
-             progress: bool = True) -> tuple[dict, dict]:
+             progress: bool = True, workers: int = 1) -> tuple[dict, dict]:
     """Train each GNN variant on `mg`, score all on the window after its cutoff. align: variant -> alignment
-    targets (star.graph.align) for the variants trained with BC-Aligner.
+    targets (star.graph.align) for the variants trained with BC-Aligner. workers > 1: each variant is trained
+    under DDP in that many processes (star.graph.distributed).
 
     Returns (report, trained): report = {"window": ..., "rows": [...]} JSON-ready; trained = variant ->
     GraphTrainResult (the caller keeps the one it publishes)."""
@@ -175,7 +176,7 @@ def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainCo
             metrics = score(_text_scorer(mg), pairs, cold)
         else:
             result = train_gnn(mg, replace(model_cfg, **switches), train_cfg, progress=progress,
-                               align=(align or {}).get(name))
+                               align=(align or {}).get(name), workers=workers)
             trained[name] = result
             z = infer(result.model, mg.graph, mg.features, train_cfg.eval_batch_size)
             metrics = score(lambda t, s, d: result.decoder.score(t, z["member"][s], z["job"][d]), pairs, cold)

@@ -108,6 +108,13 @@ class AdaptiveFanout:
         self.history.append(tuple(self._fanouts))
         return True
 
+    def follow(self, fanouts) -> None:
+        """Take the fanouts another process decided (distributed training: rank 0 decides, the others follow)."""
+        fanouts = [int(f) for f in fanouts]
+        if fanouts != self._fanouts:
+            self._fanouts = fanouts
+            self.history.append(tuple(fanouts))
+
 
 def popularity_negatives(k: int, graph, tasks):
     """A DGL negative sampler: k negative jobs per positive edge, drawn from the destinations of all task edges,

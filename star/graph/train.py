@@ -174,32 +174,42 @@ def _sampler(cfg: GraphTrainConfig, adaptive: sampling.AdaptiveFanout | None):
 
 
 @torch.no_grad()
-def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096) -> dict[str, torch.Tensor]:
-    """Layer-wise full-neighbour inference: each layer for every node before the next; unit-norm embeddings."""
+def infer(model: HeteroGNN, graph, features: dict, batch_size: int = 4096, *, shard=None) -> dict[str, torch.Tensor]:
+    """Layer-wise full-neighbour inference: each layer for every node before the next; unit-norm embeddings.
+    shard (star.graph.distributed.Shard, called on every rank): each rank computes its range of nodes per layer and
+    the layer is summed across ranks (zeros elsewhere, so the sum is exact) before the next one."""
     dgl = import_dgl()
     was_training = model.training
     model.eval()
     h = {}
     for nt in graph.ntypes:
         ids = torch.arange(graph.num_nodes(nt))
-        h[nt] = torch.cat([model.input({nt: c}, features)[nt] for c in ids.split(batch_size)]) if len(ids) else \
-            torch.zeros(0, model.cfg.hidden)
+        if shard is None:
+            h[nt] = torch.cat([model.input({nt: c}, features)[nt] for c in ids.split(batch_size)]) if len(ids) \
+                else torch.zeros(0, model.cfg.hidden)
+            continue
+        h[nt], own = torch.zeros(len(ids), model.cfg.hidden), shard.nodes(ids)
+        if len(own):
+            h[nt][own] = torch.cat([model.input({nt: c}, features)[nt] for c in own.split(batch_size)])
+        h[nt] = shard.sum(h[nt])
     h0 = h
     nids = {nt: torch.arange(graph.num_nodes(nt), dtype=graph.idtype) for nt in graph.ntypes}
     t0 = model.text_of(nids, features)
+    if shard is not None:
+        nids = {nt: own for nt, own in ((nt, shard.nodes(ids)) for nt, ids in nids.items()) if len(own)}
     full = dgl.dataloading.MultiLayerFullNeighborSampler(1)
     for i in range(len(model.convs)):
         width = model.cfg.out_dim if i == len(model.convs) - 1 else model.cfg.hidden
         nxt = {nt: torch.zeros(graph.num_nodes(nt), width) for nt in graph.ntypes}
         loader = dgl.dataloading.DataLoader(graph, nids, full, batch_size=batch_size, shuffle=False,
-                                            drop_last=False, num_workers=0)
+                                            drop_last=False, num_workers=0) if nids else ()
         for input_nodes, output_nodes, blocks in loader:
             block = blocks[0]
             h_src = {nt: h[nt][ids.long()] for nt, ids in input_nodes.items() if len(ids)}
             h_dst = {nt: h_src[nt][:block.num_dst_nodes(nt)] for nt in h_src if block.num_dst_nodes(nt)}
             for nt, x in model.layer(i, block, h_src, h_dst).items():
                 nxt[nt][output_nodes[nt].long()] = x
-        h = nxt
+        h = nxt if shard is None else {nt: shard.sum(x) for nt, x in nxt.items()}
     z = model.finish(h, h0=h0, t0=t0)
     model.train(was_training)
     return z
@@ -243,27 +253,40 @@ def _text_closed(model: HeteroGNN) -> HeteroGNN:
     return closed
 
 
-def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, progress: bool,
-           align: tuple[Aligner, dict[str, AlignTarget], float] | None = None,
+class _Step(torch.nn.Module):
+    """Model, decoder (and aligner) as one module whose forward is a training step's loss: what DDP wraps, so one
+    backward averages the gradients of all three across ranks."""
+
+    def __init__(self, model: HeteroGNN, decoder: LinkDecoder, aligner: Aligner | None):
+        super().__init__()
+        self.model, self.decoder, self.aligner = model, decoder, aligner
+
+    def forward(self, blocks, pos_g, neg_g, features, l2_reg: float, align: tuple[dict, float] | None):
+        z, raw = self.model(blocks, features, return_raw=True)
+        loss = self.decoder.loss(self.decoder.score_graph(pos_g, z), self.decoder.score_graph(neg_g, z))
+        if l2_reg:
+            loss = loss + l2_reg * l2_penalty(raw)
+        if align is not None:
+            targets, weight = align
+            nids = {nt: blocks[-1].dstnodes[nt].data[import_dgl().NID] for nt in z}
+            term = self.aligner.loss(z, nids, targets)
+            if term is not None:
+                loss = loss + weight * term
+        return loss
+
+
+def _epoch(step, opt, loader, features, l2_reg: float, desc: str, progress: bool,
+           align: tuple[dict[str, AlignTarget], float] | None = None,
            max_steps: int | None = None) -> tuple[float, int]:
     """(mean training loss, batches) of one epoch: the whole loader, or its first max_steps batches."""
-    dgl = import_dgl()
-    model.train()
-    decoder.train()
+    inner = getattr(step, "module", step)  # under DDP, the _Step it wraps
+    inner.model.train()
+    inner.decoder.train()
     total, steps = 0.0, 0
     batches = loader if max_steps is None else itertools.islice(loader, max_steps)
     bar_total = len(loader) if max_steps is None else min(max_steps, len(loader))
     for _, pos_g, neg_g, blocks in tqdm(batches, total=bar_total, desc=desc, disable=not progress, leave=False):
-        z, raw = model(blocks, features, return_raw=True)
-        loss = decoder.loss(decoder.score_graph(pos_g, z), decoder.score_graph(neg_g, z))
-        if l2_reg:
-            loss = loss + l2_reg * l2_penalty(raw)
-        if align is not None:
-            aligner, targets, weight = align
-            nids = {nt: blocks[-1].dstnodes[nt].data[dgl.NID] for nt in z}
-            term = aligner.loss(z, nids, targets)
-            if term is not None:
-                loss = loss + weight * term
+        loss = step(blocks, pos_g, neg_g, features, l2_reg, align)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -272,10 +295,16 @@ def _epoch(model, decoder, opt, loader, features, l2_reg: float, desc: str, prog
 
 
 def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True,
-              align: dict[str, AlignTarget] | None = None) -> GraphTrainResult:
+              align: dict[str, AlignTarget] | None = None, workers: int = 1, dist=None) -> GraphTrainResult:
     """Train on the edges before the time cut, validate on the latest ones; see the module docstring. With
     `align` (star.graph.align.alignment_targets) a linear map into the previous vintage's space is trained with the
-    model (BC-Aligner), weighted by train_cfg.align_weight."""
+    model (BC-Aligner), weighted by train_cfg.align_weight. workers > 1: the same training in that many processes
+    under torch.distributed DDP (star.graph.distributed, which calls back here with `dist`, one rank's Shard)."""
+    require_at_least("train_gnn", 1, workers=workers)
+    if workers > 1 and dist is None:
+        from star.graph.distributed import train_distributed
+
+        return train_distributed(mg, model_cfg, train_cfg, workers=workers, progress=progress, align=align)
     dgl = import_dgl()
     started = time.perf_counter()
     seed_run(train_cfg.seed)
@@ -291,6 +320,8 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         aligner.refit(infer(model, train_graph, mg.features, train_cfg.eval_batch_size), align)
     gates = [*model.input.gate.values(), *model.text_weight.values()] if model_cfg.text_gate else []
     rest = [p for p in model.parameters() if all(p is not g for g in gates)]
+    step = _Step(model, decoder, aligner) if dist is None else dist.wrap(_Step(model, decoder, aligner))
+    shard = None if dist is None else dist  # every validation inference is split by node ranges across the ranks
     opt = torch.optim.Adam([{"params": [*rest, *decoder.parameters(), *(aligner.parameters() if aligner else [])]},
                             {"params": gates, "lr": train_cfg.text_gate_lr}], lr=train_cfg.lr)
     adaptive = (sampling.AdaptiveFanout(start=train_cfg.adaptive_start, maximum=train_cfg.adaptive_max)
@@ -301,7 +332,8 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
                "epoch_seconds": [], "steps": [], "fanouts": [], "cut_ts": cut_ts, "align_cos": [],
                "text_gates": [], "mean_val_auc_text_off": [], "text_closed": False,
                "train_edges": {":".join(t): len(e) for t, e in train_eids.items()},
-               "val_edges": {":".join(t): len(v[0]) for t, v in val.items()}}
+               "val_edges": {":".join(t): len(v[0]) for t, v in val.items()},
+               "engine": "local" if dist is None else "ddp", "workers": 1 if dist is None else dist.world}
     best, best_state, since_best = -1.0, None, 0
     # (with an aligner, its maps are refit to the open model's embeddings: no closed candidates)
     selecting = (train_cfg.text_selection and model_cfg.text_gate and aligner is None
@@ -310,15 +342,21 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         t0 = time.perf_counter()
         sampler = _sampler(train_cfg, adaptive)
         metrics["fanouts"].append(list(sampler.fanouts))
-        loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
-                                      train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
-        loss, steps = _epoch(model, decoder, opt, loader, mg.features, model_cfg.l2_reg,
+        if dist is None:
+            loader = sampling.edge_loader(mg, tasks, sampler, train_cfg.batch_size, train_cfg.neg_k, train_eids,
+                                          train_cfg.seed + epoch, graph=train_graph, negatives=train_cfg.negatives)
+        else:  # this rank's disjoint shard of a shuffle shared by all ranks; the global batch stays batch_size
+            loader = sampling.edge_loader(mg, tasks, sampler, dist.batch_size(train_cfg.batch_size),
+                                          train_cfg.neg_k, dist.edges(train_eids, train_cfg.seed + epoch),
+                                          dist.seed(train_cfg.seed + epoch), graph=train_graph,
+                                          negatives=train_cfg.negatives)
+        loss, steps = _epoch(step, opt, loader, mg.features, model_cfg.l2_reg,
                              f"gnn epoch {epoch + 1}/{train_cfg.epochs}", progress,
-                             (aligner, align, train_cfg.align_weight) if aligner else None, train_cfg.steps_per_epoch)
+                             (align, train_cfg.align_weight) if aligner else None, train_cfg.steps_per_epoch)
         metrics["epoch_seconds"].append(round(time.perf_counter() - t0, 3))
         metrics["steps"].append(steps)
         decoder.eval()
-        z_val = infer(model, train_graph, mg.features, train_cfg.eval_batch_size)
+        z_val = infer(model, train_graph, mg.features, train_cfg.eval_batch_size, shard=shard)
         aucs = _val_auc(decoder, z_val, val, negatives)
         if aligner:
             aligner.refit(z_val, align)
@@ -340,7 +378,7 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
         if selecting and known:
             closed = _text_closed(model)
             off = float(np.mean([a for a in _val_auc(decoder, infer(closed, train_graph, mg.features,
-                                                                    train_cfg.eval_batch_size),
+                                                                    train_cfg.eval_batch_size, shard=shard),
                                                      val, negatives).values() if a is not None]))
             metrics["mean_val_auc_text_off"].append(off)
             if off > best:
@@ -348,10 +386,14 @@ def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress
                                          copy.deepcopy(aligner.state_dict()) if aligner else None, True)
                 since_best = 0
         at_max = adaptive is None or adaptive.at_max
-        if adaptive is not None and adaptive.update(mean if known else None):
-            log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
-            since_best = 0  # larger fanouts get their own patience
-        if train_cfg.patience and at_max and since_best >= train_cfg.patience:
+        if dist is None or dist.rank == 0:  # the sampler's decisions are made once, then broadcast
+            if adaptive is not None and adaptive.update(mean if known else None):
+                log.info("validation AUC plateaued: fanouts -> %s", adaptive.fanouts)
+                since_best = 0  # larger fanouts get their own patience
+            stop = bool(train_cfg.patience and at_max and since_best >= train_cfg.patience)
+        if dist is not None:
+            stop = dist.decide(adaptive, stop if dist.rank == 0 else False)
+        if stop:
             log.info("no better validation AUC for %d epochs: stopping after epoch %d", since_best, epoch + 1)
             metrics["stopped_early"] = epoch + 1
             break
