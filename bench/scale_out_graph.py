@@ -3,8 +3,8 @@
     python bench/scale_out_graph.py [--members 1000 --jobs 300] [--epochs 3] [--workers 2] [--seeds 0 1]
 
     market      synthetic, in a fresh database (dropped at the end); graph as of its data end, built once
-    local       train_gnn(workers=1), once per seed: the seed-to-seed spread of the best val AUC is the noise floor
-    ddp         train_gnn(workers=N), same seeds: per-epoch training seconds (metrics.epoch_seconds: the steps, not
+    local       distributed.fit(workers=1), once per seed: the seed-to-seed spread of the best val AUC is the noise floor
+    ddp         distributed.fit(workers=N), same seeds: per-epoch training seconds (metrics.epoch_seconds: the steps, not
                 the validation), best val AUC; wall_s includes spawning the workers and validation
 Prints one JSON line per run and a summary line:
     epoch_ratio       median epoch seconds, ddp / local (below 1: faster with N workers)
@@ -27,14 +27,15 @@ from benchkit import emit, fresh_database
 from star import db
 from star.graph.build import GraphConfig, build_graph
 from star.graph.embed import data_end
+from star.graph.distributed import fit
 from star.graph.model import GNNConfig
-from star.graph.train import GraphTrainConfig, train_gnn
+from star.graph.train import GraphTrainConfig
 from star.pipeline import seed_synthetic
 
 
 def run(mg, model_cfg, train_cfg, workers: int) -> dict:
     t0 = time.perf_counter()
-    result = train_gnn(mg, model_cfg, train_cfg, progress=False, workers=workers)
+    result = fit(mg, model_cfg, train_cfg, progress=False, workers=workers)
     m = result.metrics
     return {"workers": workers, "seed": train_cfg.seed, "best_val_auc": m["best_mean_val_auc"],
             "epoch_seconds": m["epoch_seconds"], "median_epoch_s": statistics.median(m["epoch_seconds"]),

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1] / "star"
 # torch / numpy code: a model, its config, its loss, its training loop, its save / load
 MODELS = {
     "star.text": {"chunking", "config", "evaluate", "loading", "losses", "market_eval", "model", "train"},
-    "star.graph": {"aligner", "checkpoint", "config", "dgl_compat", "inputs", "model", "sampling", "train"},
+    "star.graph": {"aligner", "checkpoint", "config", "dgl_compat", "distributed", "inputs", "model", "sampling",
+                   "train"},
     "star.ranker": {"config", "model", "train"},
 }
 # the jobs that read from and write to the database around those models

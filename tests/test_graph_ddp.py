@@ -12,7 +12,7 @@ from star import db
 from star.errors import ConfigError
 from star.graph import checkpoint, evaluate
 from star.graph.build import GraphConfig, build_graph
-from star.graph.distributed import EXIT_HOOK, GraphTrainError
+from star.graph.distributed import EXIT_HOOK, GraphTrainError, fit
 from star.graph.embed import data_end
 from star.graph.model import GNNConfig
 from star.graph.train import GraphTrainConfig, train_gnn
@@ -84,8 +84,8 @@ def test_rank_0_decides_fanout_growth_and_early_stop_for_every_rank(target):
     _market(target)
     mg = build_graph(target, GraphConfig(cutoff=data_end(target)))
     # at lr 1e-7 the val AUC plateaus at once: the fanouts grow each epoch to their maximum, then patience stops it
-    result = train_gnn(mg, SMALL, replace(TRAIN, lr=1e-7, text_gate_lr=1e-7, epochs=6, patience=1),
-                       progress=False, workers=2)
+    result = fit(mg, SMALL, replace(TRAIN, lr=1e-7, text_gate_lr=1e-7, epochs=6, patience=1),
+                 progress=False, workers=2)
     m = result.metrics
     assert m["fanouts"][:4] == [[2, 2], [2, 2], [4, 4], [8, 8]], m["fanouts"]  # grown after epochs 2 and 3
     assert m["stopped_early"] < 6
@@ -96,7 +96,7 @@ def test_bad_worker_counts_and_bad_input_are_clear_errors(target):
     _market(target)
     mg = build_graph(target, GraphConfig(cutoff=data_end(target)))
     with pytest.raises(ConfigError, match="workers"):
-        train_gnn(mg, SMALL, TRAIN, progress=False, workers=0)
+        fit(mg, SMALL, TRAIN, progress=False, workers=0)
     # an input error is raised once, in the calling process, with the one-process message (no worker starts)
     with pytest.raises(ConfigError, match="not member -> job relations"):
-        train_gnn(mg, SMALL, replace(TRAIN, tasks=(("member", "nope", "job"),)), progress=False, workers=2)
+        fit(mg, SMALL, replace(TRAIN, tasks=(("member", "nope", "job"),)), progress=False, workers=2)

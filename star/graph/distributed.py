@@ -33,8 +33,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from star.errors import StarError
+from star.errors import StarError, require_at_least
 from star.graph.dgl_compat import import_dgl
+from star.graph.train import train_gnn
 
 __all__ = ["GraphTrainError", "Shard", "train_distributed"]
 
@@ -120,8 +121,6 @@ def _worker(rank: int, world: int, tmp: str, threads: int, progress: bool) -> No
         dist.init_process_group("gloo", init_method=f"file://{tmp / 'rendezvous'}", rank=rank, world_size=world,
                                 timeout=timedelta(minutes=30))
         mg, model_cfg, train_cfg, align = pickle.loads((tmp / "job.pkl").read_bytes())
-        from star.graph.train import train_gnn
-
         result = train_gnn(mg, model_cfg, train_cfg, progress=progress and rank == 0, align=align,
                            dist=Shard(rank, world))
         fanouts = [None] * world
@@ -170,6 +169,14 @@ def _failure(tmp: Path, workers: int, codes: list[int | None], exc: Exception) -
     return GraphTrainError(f"distributed graph training with {workers} workers failed: {'; '.join(parts) or exc}. "
                            f"Worker states: {states} (the others are stopped after the first failure). No model was "
                            "written; re-run the command (training starts over), or use --workers 1")
+
+
+def fit(mg, model_cfg, train_cfg, *, workers: int = 1, progress: bool = True, align=None):
+    """train_gnn in this process (workers=1) or in `workers` processes under DDP (train_distributed)."""
+    require_at_least("train_gnn", 1, workers=workers)
+    if workers == 1:
+        return train_gnn(mg, model_cfg, train_cfg, progress=progress, align=align)
+    return train_distributed(mg, model_cfg, train_cfg, workers=workers, progress=progress, align=align)
 
 
 def train_distributed(mg, model_cfg, train_cfg, *, workers: int, progress: bool = True, align=None):

@@ -33,7 +33,8 @@ from star.errors import ConfigError
 from star.graph.inputs import positions
 from star.graph.model import GNNConfig
 from star.graph.sampling import draw_negatives
-from star.graph.train import GraphTrainConfig, infer, train_gnn
+from star.graph.distributed import fit
+from star.graph.train import GraphTrainConfig, infer
 
 __all__ = ["VARIANTS", "ablation", "cold_start_members", "format_table", "plot", "save_report", "score",
            "window_pairs"]
@@ -175,8 +176,8 @@ def ablation(target: DbTarget, mg, model_cfg: GNNConfig, train_cfg: GraphTrainCo
         if switches is None:
             metrics = score(_text_scorer(mg), pairs, cold)
         else:
-            result = train_gnn(mg, replace(model_cfg, **switches), train_cfg, progress=progress,
-                               align=(align or {}).get(name), workers=workers)
+            result = fit(mg, replace(model_cfg, **switches), train_cfg, progress=progress,
+                         align=(align or {}).get(name), workers=workers)
             trained[name] = result
             z = infer(result.model, mg.graph, mg.features, train_cfg.eval_batch_size)
             metrics = score(lambda t, s, d: result.decoder.score(t, z["member"][s], z["job"][d]), pairs, cold)

@@ -295,16 +295,11 @@ def _epoch(step, opt, loader, features, l2_reg: float, desc: str, progress: bool
 
 
 def train_gnn(mg, model_cfg: GNNConfig, train_cfg: GraphTrainConfig, *, progress: bool = True,
-              align: dict[str, AlignTarget] | None = None, workers: int = 1, dist=None) -> GraphTrainResult:
+              align: dict[str, AlignTarget] | None = None, dist=None) -> GraphTrainResult:
     """Train on the edges before the time cut, validate on the latest ones; see the module docstring. With
     `align` (star.graph.align.alignment_targets) a linear map into the previous vintage's space is trained with the
-    model (BC-Aligner), weighted by train_cfg.align_weight. workers > 1: the same training in that many processes
-    under torch.distributed DDP (star.graph.distributed, which calls back here with `dist`, one rank's Shard)."""
-    require_at_least("train_gnn", 1, workers=workers)
-    if workers > 1 and dist is None:
-        from star.graph.distributed import train_distributed
-
-        return train_distributed(mg, model_cfg, train_cfg, workers=workers, progress=progress, align=align)
+    model (BC-Aligner), weighted by train_cfg.align_weight. `dist`: one rank's Shard of a DDP run
+    (star.graph.distributed.fit runs this in N processes)."""
     dgl = import_dgl()
     started = time.perf_counter()
     seed_run(train_cfg.seed)
