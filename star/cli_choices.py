@@ -55,3 +55,8 @@ class ConsumerKind(str, Enum):  # star.versions.lifecycle.CONSUMER_KINDS
     feature_service = "feature_service"
     job = "job"
     other = "other"
+
+
+class Engine(str, Enum):  # star.cluster.ENGINES
+    local = "local"
+    ray = "ray"

@@ -99,3 +99,15 @@ def _parse_time(value: str | None, default: datetime | None, option: str = "time
         raise ConfigError(f"{option} {value!r} is not a time; write ISO-8601, e.g. 2025-03-01 or "
                           "2025-03-01T09:30:00Z (no zone means UTC)")
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+ENGINE_HELP = "local: this process; ray: a Ray cluster (docs/scale-out.md)"
+RAY_ADDRESS_HELP = "the Ray cluster (HOST:6379, ray://HOST:10001, auto); none: a local one with --workers CPUs"
+WORKERS_HELP = "parallel workers on the engine"
+
+
+def _engine(engine, ray_address: str | None, workers: int):
+    """--engine / --ray-address / --workers as a star.cluster.EngineConfig (a ConfigError naming a bad one)."""
+    from star.cluster import EngineConfig
+
+    return EngineConfig(engine=getattr(engine, "value", engine), address=ray_address, workers=workers)
