@@ -21,7 +21,9 @@ of either engine embeds only the rest. Ray is imported only here and in star/clu
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,8 +79,13 @@ class StageBlocks:
     def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
         from star.store import embeddings as store
 
-        result = self.encoder.encode(block["text"].tolist(), self.v.entity, batch_size=self.batch_size)
-        store.stage(self.conn, self.v, block, np.asarray(result.embeddings, dtype=np.float32))
+        try:
+            result = self.encoder.encode(block["text"].tolist(), self.v.entity, batch_size=self.batch_size)
+            store.stage(self.conn, self.v, block, np.asarray(result.embeddings, dtype=np.float32))
+        except Exception as exc:  # e.g. psycopg's errors do not pickle: the driver gets this one line instead
+            self.conn.rollback()
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise ClusterError(f"{type(exc).__name__}: {first}") from None
         return pd.DataFrame({"texts": [len(block)], "truncated": [int(result.truncated)],
                              "chunks": [result.chunks], "max_chunks": [result.max_chunks],
                              "seconds": [float(result.seconds)]})
@@ -108,11 +115,15 @@ def encode_and_stage(target: DbTarget, encoder, v: VersionRow, todo: pd.DataFram
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False  # the job's own bar counts texts
     ctx.print_on_execution_start = False
-    ds = ray.data.from_pandas(by_length(todo[["entity_id", "valid_from", "text_md5", "text"]], commit_every))
-    out = ds.map_batches(StageBlocks, batch_format="pandas", batch_size=commit_every, concurrency=engine.workers,
-                         num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS,
-                         fn_constructor_kwargs={"target": target, "spec": EncoderSpec.of(encoder, v),
-                                                "version": v, "batch_size": batch_size})
+    blocks = by_length(todo[["entity_id", "valid_from", "text_md5", "text"]], commit_every)
+    ds = ray.data.from_pandas(blocks)
+    with warnings.catch_warnings():  # Ray 2.60 takes the restart limits only as (deprecated) ray_remote_args
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        out = ds.map_batches(StageBlocks, batch_format="pandas", batch_size=commit_every, num_cpus=1,
+                             compute=ray.data.ActorPoolStrategy(size=min(engine.workers, len(blocks))),
+                             max_restarts=RESTARTS, max_task_retries=RESTARTS,
+                             fn_constructor_kwargs={"target": target, "spec": EncoderSpec.of(encoder, v),
+                                                    "version": v, "batch_size": batch_size})
     started = time.perf_counter()
     try:
         with tqdm(total=len(todo), desc=f"embed {v.name} on ray", unit="text", disable=not progress) as bar:
@@ -130,13 +141,14 @@ def encode_and_stage(target: DbTarget, encoder, v: VersionRow, todo: pd.DataFram
     return stats
 
 
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
 def _root(exc: BaseException) -> str:
-    """The first line of the innermost error: the worker's own message, not Ray's wrapping."""
-    seen = set()
-    while id(exc) not in seen and (exc.__cause__ or getattr(exc, "cause", None)) is not None:
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.cause
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = next((line for line in reversed(lines) if not line.startswith(("File ", "Traceback", "^"))),
-                type(exc).__name__)
-    return f"{type(exc).__name__}: {text}"[:400]
+    """The worker's own error on one line: Ray passes it only as text, the remote traceback inside its message."""
+    raised = [m.groups() for line in str(exc).splitlines() if (m := _RAISED.match(line.strip()))
+              and not m.group(1).startswith("ray.")]
+    if not raised:
+        return f"{type(exc).__name__}: {next((ln for ln in str(exc).splitlines() if ln.strip()), '')}"[:400]
+    name, message = raised[-1]
+    return (message if name.endswith("ClusterError") else f"{name.rpartition('.')[2]}: {message}")[:400]
