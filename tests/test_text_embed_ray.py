@@ -115,6 +115,49 @@ def test_ray_rerun_embeds_only_the_changed_text(target, ray_cluster, tiny_encode
     assert max(float(v @ expected) / np.linalg.norm(v) for v in stored) >= 0.9999
 
 
+def _kill_first_worker(killed: list, stop) -> None:
+    """SIGKILL the first embedding actor process of this test's cluster (a worker dying, as on a lost node)."""
+    import signal
+
+    import psutil
+
+    while not stop.is_set() and not killed:
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "StageBlocks" in " ".join(proc.cmdline()):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(proc.pid)
+                    return
+            except (psutil.Error, ProcessLookupError):
+                continue
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_the_run_completes(target, ray_cluster, tiny_encoder):
+    import threading
+
+    seed_synthetic(target, members=20, jobs=5, seed=7, progress=False)
+    total = _count(target, "SELECT count(*) FROM star.text_snapshots WHERE entity = 'member'")
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_worker, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        (done,) = embed_texts(target, tiny_encoder, EmbedConfig(entities=("member",), commit_every=4),
+                              progress=False, engine=RAY)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no embedding worker was seen to kill"
+    assert done["embedded"] == total
+    stored = _vectors(target)
+    with db.connect(target) as conn:
+        texts = {(m, t): s for m, t, s in conn.execute(
+            "SELECT entity_id, valid_from, text FROM star.text_snapshots WHERE entity = 'member'")}
+    fresh = tiny_encoder.encode([texts[(m, t)] for m, t, *_ in stored], "member").embeddings
+    assert len(stored) == total
+    assert min(float(v @ f) / np.linalg.norm(v) for v, f in zip(stored.values(), fresh)) >= 0.9999
+
+
 REFUSE = """
 CREATE FUNCTION star.refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'disk full (test: member %%)', NEW.member_id; END $$;
