@@ -67,7 +67,7 @@ def text_embed(texts: int = 2000) -> dict:
         started = time.perf_counter()
         (out,) = embed_texts(target, encoder, cfg, progress=False, engine=engine)
         wall = time.perf_counter() - started
-        runs[label] = emit({"part": "text", "run": label, "engine": engine.engine, "workers": engine.workers,
+        runs[label] = emit({"part": "text", "run": label, **engine.lineage(),
                             "torch_threads": torch.get_num_threads() if engine.engine == "local" else 1,
                             "texts": out["embedded"], "job_seconds": round(wall, 2),
                             "rows_per_s": round(out["embedded"] / wall, 1),
