@@ -240,6 +240,9 @@ def text_embed(
     batch_size: int = typer.Option(64, help="texts per forward pass"),
     skip_empty: bool = typer.Option(False, help="leave empty texts out instead of failing"),
     candidate: bool = typer.Option(False, help="a new version is a candidate until `star versions publish`"),
+    engine: Engine = typer.Option(Engine.local, help=ENGINE_HELP),
+    ray_address: Optional[str] = typer.Option(None, help=RAY_ADDRESS_HELP),
+    workers: int = typer.Option(2, help=WORKERS_HELP + " (actors, one model each)"),
 ) -> None:
     """Embed member profiles and job postings into versioned feature views; only new or changed texts."""
     from star import pipeline
@@ -250,7 +253,8 @@ def text_embed(
                       skip_empty=skip_empty, candidate=candidate)
     base_cfg = _text_model_config(model_dir=model_dir, max_length=max_length, window=window, overlap=overlap,
                                   prompts=prompts.value)
-    _emit(pipeline.text_embed(_target(), model_cfg=base_cfg, adapter=adapter, base=base, cfg=cfg))
+    cluster = _engine(engine, ray_address, workers)
+    _emit(pipeline.text_embed(_target(), model_cfg=base_cfg, adapter=adapter, base=base, cfg=cfg, engine=cluster))
 
 
 def _text_model_config(*, max_length: int | None, prompts: str, **given):

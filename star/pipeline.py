@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -136,17 +137,26 @@ def _comparison(model_dir: Path) -> dict | None:
 
 
 def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path | None = None, base: bool = False,
-               cfg=None, model_cfg=None, settings: Settings | None = None, progress: bool = True) -> dict:
+               cfg=None, model_cfg=None, settings: Settings | None = None, progress: bool = True,
+               engine=None) -> dict:
     """`star text embed`: the newest model trained on this database (star.text_models; or `adapter`, or the base
     model: `model_cfg`, or the default config on `model_dir`) -> new or continued versions of
-    member_text_embedding / job_text_embedding, applied in Feast and materialized."""
+    member_text_embedding / job_text_embedding, encoded here or on Ray (`engine`), applied in Feast and
+    materialized."""
+    from star.cluster import EngineConfig, ray_session
+
+    started, settings, engine = time.time(), settings or Settings.from_env(), engine or EngineConfig()
+    with ray_session(engine) if engine.engine == "ray" else contextlib.nullcontext():  # bad address: fails now
+        return _text_embed(target, model_dir=model_dir, adapter=adapter, base=base, cfg=cfg, model_cfg=model_cfg,
+                           settings=settings, progress=progress, engine=engine, started=started)
+
+
+def _text_embed(target, *, model_dir, adapter, base, cfg, model_cfg, settings, progress, engine, started) -> dict:
     from star.store.locks import family_lock
     from star.text.config import TextModelConfig
     from star.text.embed import FAMILIES, EmbedConfig, embed_texts
     from star.text.model import TextEncoder, load_model
 
-    started = time.time()
-    settings = settings or Settings.from_env()
     adapter = adapter if adapter is not None else (None if base else newest_text_model(target))
     if adapter is not None:
         encoder, _, info = load_model(adapter)
@@ -159,13 +169,13 @@ def text_embed(target: DbTarget, *, model_dir: str | None = None, adapter: Path 
     families = [FAMILIES[e] for e in cfg.entities]
     with family_lock(target, families):
         finished = finish_pending(target, families, settings)
-        results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress)
+        results = embed_texts(target, encoder, cfg, lineage=lineage, progress=progress, engine=engine)
         changed = finished_views(finished) + serve_pending(target, families, settings)
     note = {} if adapter is not None or base else {
         "note": f"no text model was trained on this database (star.text_models): embedded with the base model "
                 f"{encoder.cfg.model_dir}; pass --adapter DIR for a model trained elsewhere"}
-    return {"job": "text embed", "adapter": str(adapter) if adapter else None, **note, "families": results,
-            "materialized": changed, "seconds": round(time.time() - started, 2)}
+    return {"job": "text embed", "adapter": str(adapter) if adapter else None, **note, **engine.lineage(),
+            "families": results, "materialized": changed, "seconds": round(time.time() - started, 2)}
 
 
 def text_eval(target: DbTarget, *, cfg=None, versions: list[str] | None = None, base: bool = True,

@@ -6,16 +6,20 @@
 
 Run twice with no change: the second run embeds nothing. Change 1 % of texts: it embeds about 1 %. Killed at any
 point: the version stays 'building' (invisible to Feast and to `published` queries) and the next run finishes it.
+With EngineConfig(engine='ray') the encode step runs in a Ray actor pool (star/text/embed_ray.py) that writes the
+same staging table, so either engine finishes what the other left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from star.cluster import EngineConfig, ray_session
 from star.config import DbTarget
 from star.db import connect
 from star.errors import ConfigError, StarError, require_at_least
@@ -83,8 +87,29 @@ def _empty_ids(conn, entity: str, skip: bool) -> list[int]:
     return ids
 
 
+def _encode_local(conn, encoder, v, todo, cfg: EmbedConfig, progress: bool) -> dict:
+    """Encode `todo` in this process, one committed staging batch per commit_every texts; the summed stats."""
+    from star.store import embeddings as store
+
+    stats = {"texts": 0, "truncated": 0, "chunks": 0, "max_chunks": 0, "seconds": 0.0}
+    with tqdm(total=len(todo), desc=f"embed {v.name}", unit="text", disable=not progress) as bar:
+        for start in range(0, len(todo), cfg.commit_every):
+            chunk = todo.iloc[start:start + cfg.commit_every]
+            result = encoder.encode(chunk["text"].tolist(), v.entity, batch_size=cfg.batch_size)
+            store.stage(conn, v, chunk, np.asarray(result.embeddings, dtype=np.float32))
+            stats["texts"] += len(chunk)
+            stats["truncated"] += int(result.truncated)
+            stats["chunks"], stats["max_chunks"] = (stats["chunks"] + result.chunks,
+                                                    max(stats["max_chunks"], result.max_chunks))
+            stats["seconds"] += float(result.seconds)
+            bar.update(len(chunk))
+    return stats
+
+
 def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, lineage: dict,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, engine: EngineConfig = EngineConfig()) -> dict:
+    """One family: pending snapshots -> staging (here, or on Ray with engine.engine == 'ray', inside ray_session)
+    -> publish."""
     from star.store import embeddings as store
     from star.store.locks import family_lock
 
@@ -102,40 +127,45 @@ def embed_family(target: DbTarget, encoder, entity: str, cfg: EmbedConfig, *, li
         blank = todo["text"].str.strip() == ""  # only left when --skip-empty
         empty, todo = int(blank.sum()), todo[~blank]
         conn.commit()
-        truncated, encode_seconds, chunks, max_chunks = 0, 0.0, 0, 0
-        with tqdm(total=len(todo), desc=f"embed {v.name}", unit="text", disable=not progress) as bar:
-            for start in range(0, len(todo), cfg.commit_every):
-                chunk = todo.iloc[start:start + cfg.commit_every]
-                result = encoder.encode(chunk["text"].tolist(), entity, batch_size=cfg.batch_size)
-                store.stage(conn, v, chunk, np.asarray(result.embeddings, dtype=np.float32))
-                truncated += int(result.truncated)
-                chunks, max_chunks = chunks + result.chunks, max(max_chunks, result.max_chunks)
-                encode_seconds += float(result.seconds)
-                bar.update(len(chunk))
+        if engine.engine == "ray":
+            from star.text.embed_ray import encode_and_stage
+
+            stats = encode_and_stage(target, encoder, v, todo, batch_size=cfg.batch_size,
+                                     commit_every=cfg.commit_every, engine=engine, progress=progress)
+        else:
+            stats = _encode_local(conn, encoder, v, todo, cfg, progress)
+        seconds = stats["seconds"]
         run = {"embedded": len(todo), "skipped": total - len(todo) - empty, "empty_skipped": empty,
-               "truncated": truncated, "chunks": chunks,
-               "chunks_per_text": round(chunks / len(todo), 2) if len(todo) else None, "max_chunks": max_chunks,
-               "encode_seconds": round(encode_seconds, 2),
-               "texts_per_second": round(len(todo) / encode_seconds, 1) if encode_seconds else None}
+               "truncated": stats["truncated"], "chunks": stats["chunks"],
+               "chunks_per_text": round(stats["chunks"] / len(todo), 2) if len(todo) else None,
+               "max_chunks": stats["max_chunks"], "encode_seconds": round(seconds, 2),
+               "texts_per_second": round(len(todo) / seconds, 1) if seconds else None,
+               **engine.lineage()}
+        if "wall_seconds" in stats:  # on Ray encode_seconds adds up the workers' time; this is the cluster's rate
+            run["texts_per_second_wall"] = round(len(todo) / stats["wall_seconds"], 1)
         store.publish(conn, v, metrics={"last_run": run, "texts": total, **lineage},
                       hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
                       analyze=v.status == "building", status="candidate" if cfg.candidate else "published",
-                          await_feast=cfg.await_feast)
+                      await_feast=cfg.await_feast)
     return {"family": family, "version": v.version, "feature_view": v.name, "new_version": created, "dim": v.dim,
             **run, "seconds": round(time.time() - started, 2)}
 
 
 def embed_texts(target: DbTarget, encoder, cfg: EmbedConfig = EmbedConfig(), *, lineage: dict | None = None,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, engine: EngineConfig = EngineConfig()) -> list[dict]:
     """Embed every entity kind in `cfg.entities`; one result dict per family. A kind without any text snapshot is
-    skipped (no empty version is made); none at all is an error."""
+    skipped (no empty version is made); none at all is an error. engine: where the encoding runs (the vintage's
+    metrics record it: engine, workers)."""
     with connect(target) as conn:
         loaded = dict(conn.execute("SELECT entity, count(*) FROM star.text_snapshots GROUP BY entity").fetchall())
     if not any(loaded.get(e) for e in cfg.entities):
         raise EmptyTextError(f"no {' or '.join(cfg.entities)} texts are loaded: nothing to embed; add a texts.* file "
                              "to the marketplace (docs/data-format.md) and `star seed --from` it")
-    return [embed_family(target, encoder, entity, cfg, lineage=lineage or {}, progress=progress)
-            if loaded.get(entity) else
-            {"family": FAMILIES[entity], "version": None, "feature_view": None, "new_version": False,
-             "embedded": 0, "note": f"no {entity} texts are loaded: no version made"}
-            for entity in cfg.entities]
+    with contextlib.ExitStack() as stack:
+        info = stack.enter_context(ray_session(engine)) if engine.engine == "ray" else engine.lineage()
+        return [embed_family(target, encoder, entity, cfg, lineage={**(lineage or {}), **info}, progress=progress,
+                             engine=engine)
+                if loaded.get(entity) else
+                {"family": FAMILIES[entity], "version": None, "feature_view": None, "new_version": False,
+                 "embedded": 0, "note": f"no {entity} texts are loaded: no version made"}
+                for entity in cfg.entities]

@@ -96,6 +96,7 @@ class TextEncoder(nn.Module):
         self._forward_keys = set(inspect.signature(base.forward).parameters)
         self.model = with_adapter(base, self.cfg, adapter_dir=adapter_dir, trainable=trainable)
         self.has_adapter = self.model is not base
+        self.adapter_dir = adapter_dir  # with cfg: what rebuilds this encoder elsewhere (a Ray worker)
         self._prefix, self._suffix = _special_tokens(self.tokenizer)
         self._window_frame()  # checks the window leaves room for text
 
