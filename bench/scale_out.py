@@ -1,6 +1,6 @@
 """Scale-out: each engine path against the local one on this machine, on the same work.
 
-    python bench/scale_out.py [--parts text] [--texts 2000]
+    python bench/scale_out.py [--parts text,graph,materialize] [--texts 2000] [their scripts' options]
 
 Parts (comma separated; each writes bench/results/scale_out_<part>.json and prints one JSON line per run and a
 summary line with the ratios):
@@ -10,6 +10,12 @@ summary line with the ratios):
             (its start-up is not timed; each run's actor start and model load are). Each run embeds the same
             texts into a new vintage of its own database, cloned from one seeded database.
             ratios: ray_2_over_ray_1 (scaling of the engine itself), ray_<n>_over_local (against today's path)
+
+    graph   bench/scale_out_graph.py: GNN training in 1 process vs `--workers N` DDP processes, same seeds
+            (--members --jobs --epochs --workers --seeds): epoch-time ratio and the val-AUC gap vs the seed spread
+    materialize
+            bench/scale_out_materialize.py: `feast materialize` of one embedding view (--rows --dim), STAR's SQL
+            engine vs its Ray engine with 1 and 2 workers (writes bench/results/scale_out_materialize.json)
 
 Honest about the box: the ratios mean something only against the cores free while it runs (`os.cpu_count()` and
 the load average are recorded); on a 2-core machine shared with other jobs expect far less than linear.
@@ -99,14 +105,27 @@ def text_embed(texts: int = 2000) -> dict:
     return emit({k: v for k, v in summary.items() if k != "runs"})
 
 
-PARTS = {"text": lambda args: text_embed(texts=args.texts)}
+def _script(name: str):
+    """A part that lives in its own script (bench/<name>), run with the options this command did not take."""
+    def run(args) -> None:
+        import runpy
+        import sys
+
+        sys.argv = [name, *args.rest]
+        runpy.run_path(str(Path(__file__).resolve().parent / name), run_name="__main__")
+    return run
+
+
+PARTS = {"text": lambda args: text_embed(texts=args.texts),
+         "graph": _script("scale_out_graph.py"),  # `star graph train --workers N` (DDP) vs one process
+         "materialize": _script("scale_out_materialize.py")}  # materialize: SQL engine vs Ray with 1 and 2 workers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="text", help=f"comma separated, of: {', '.join(PARTS)}")
     parser.add_argument("--texts", type=int, default=2000, help="text: member texts embedded by every run")
-    args = parser.parse_args()
+    args, args.rest = parser.parse_known_args()  # the rest goes to the graph / materialize scripts
     wrong = [p for p in args.parts.split(",") if p not in PARTS]
     if wrong:
         parser.error(f"--parts {','.join(wrong)}: choose from {', '.join(PARTS)}")
