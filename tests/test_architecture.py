@@ -29,7 +29,7 @@ MODELS = {
 }
 # the jobs that read from and write to the database around those models
 JOBS = {
-    "star.text": {"embed"},
+    "star.text": {"embed", "embed_ray"},
     "star.graph": {"align", "build", "embed", "evaluate", "features"},
     "star.ranker": set(),
 }
