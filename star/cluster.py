@@ -74,13 +74,14 @@ def ray_session(cfg: EngineConfig) -> Iterator[dict]:
 
     if cfg.engine != "ray":
         raise ConfigError(f"ray_session needs engine='ray', got {cfg.engine!r}")
+    if cfg.address:
+        _reachable(cfg.address)  # also when this process already holds a session: a bad address is never ignored
     owned = not ray.is_initialized()
     if owned:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
         try:
             if cfg.address:
-                _reachable(cfg.address)
                 ray.init(address=cfg.address, log_to_driver=False, logging_level="ERROR")
             else:
                 ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False,
