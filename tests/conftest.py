@@ -9,6 +9,7 @@ Feast runs as configured by STAR_FEAST_MODE: `star` (default: STAR's online stor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -31,23 +32,29 @@ def server():
     db.drop_database(template)
 
 
-@pytest.fixture
-def target(server):
+@contextlib.contextmanager
+def fresh_database(server, *, migrated: bool = True):
+    """A database of its own, cloned from the migrated template (or empty), dropped afterwards."""
     base, template = server
     fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
-    db.ensure_database(fresh, template=template)
-    yield fresh
-    db.drop_database(fresh)
+    db.ensure_database(fresh, template=template if migrated else None)
+    try:
+        yield fresh
+    finally:
+        db.drop_database(fresh)
+
+
+@pytest.fixture
+def target(server):
+    with fresh_database(server) as fresh:
+        yield fresh
 
 
 @pytest.fixture
 def empty_target(server):
     """A fresh database with no migrations applied."""
-    base, _ = server
-    fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
-    db.ensure_database(fresh)
-    yield fresh
-    db.drop_database(fresh)
+    with fresh_database(server, migrated=False) as fresh:
+        yield fresh
 
 
 @pytest.fixture(scope="session")

@@ -25,17 +25,7 @@ from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, EmptyTextError, embed_texts
 from star.text.model import TextEncoder
 from tests import tiny_market
-from tests.text_models import minilm_dir, tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tiny_dir):
-    return TextEncoder(TextModelConfig(model_dir=tiny_dir, pooling="mean", precision="fp32"))
+from tests.text_models import minilm_dir, tiny_bert, tiny_dir, tiny_encoder  # noqa: F401  (fixtures)
 
 
 def _rows(target, table):

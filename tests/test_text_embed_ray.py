@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +19,19 @@ from star.cluster import ClusterError, EngineConfig
 from star.pipeline import apply_features, seed_synthetic
 from star.store.catalog import published_views
 from star.store.feast_repo import open_store
-from star.text.config import TextModelConfig
 from star.text.embed import EmbedConfig, embed_texts
-from star.text.model import TextEncoder
-from tests.text_models import one_thread, tiny_bert  # noqa: F401  (one_thread: a module fixture)
+from tests.conftest import fresh_database
+from tests.text_models import one_thread, tiny_dir, tiny_encoder  # noqa: F401  (module fixtures)
 
 RAY = EngineConfig(engine="ray", workers=2)
 STAR = str(Path(sys.executable).with_name("star"))
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tiny_dir):
-    return TextEncoder(TextModelConfig(model_dir=tiny_dir, pooling="mean", precision="fp32"))
-
-
 @pytest.fixture
 def second(server):
     """A second fresh database: the same market embedded by the other engine."""
-    base, template = server
-    fresh = base.with_database(f"star_test_{uuid.uuid4().hex[:12]}")
-    db.ensure_database(fresh, template=template)
-    yield fresh
-    db.drop_database(fresh)
+    with fresh_database(server) as fresh:
+        yield fresh
 
 
 def _vectors(target, family="member_text_embedding", version=1) -> dict:

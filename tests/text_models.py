@@ -46,3 +46,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random BERT for a test module (import the fixture: `from tests.text_models import tiny_dir`)."""
+    return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tiny_dir):
+    """The tiny BERT as a mean-pooled fp32 TextEncoder."""
+    from star.text.config import TextModelConfig
+    from star.text.model import TextEncoder
+
+    return TextEncoder(TextModelConfig(model_dir=tiny_dir, pooling="mean", precision="fp32"))
